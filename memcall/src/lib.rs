@@ -1,0 +1,72 @@
+//! Page-level system calls for memory that holds secrets.
+//!
+//! `memcall` maps whole pages, changes their protection, locks them into RAM, keeps them out of core dumps and
+//! forked children where the OS allows, wipes them and unmaps them. It is the lowest layer of the
+//! securememory-rs workspace and the only crate in it with broad `unsafe`.
+//!
+//! The entry point is [`Region`], an owned mapping:
+//!
+//! ```
+//! use memcall::{Protection, Region};
+//!
+//! let region = Region::alloc(32)?;          // one zeroed, read-write, no-dump, no-fork page
+//! assert_eq!(region.len(), memcall::page_size());
+//! match region.lock() {                       // never swapped
+//!     Ok(()) => {}
+//!     Err(e) if e.is_lock_limit() => eprintln!("{e}"), // says which limit and how to raise it
+//!     Err(e) => return Err(e.into()),
+//! }
+//! region.protect(Protection::NoAccess)?;     // unreadable at rest
+//! region.free().map_err(|e| e.error)?;        // wiped, then unmapped
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Platform support
+//! | OS | no-dump | no-fork | lock limit |
+//! |---|---|---|---|
+//! | Linux, Android | `MADV_DONTDUMP` | `MADV_DONTFORK` | `RLIMIT_MEMLOCK` (+ `CAP_IPC_LOCK`) |
+//! | FreeBSD | `MAP_NOCORE` | `minherit(INHERIT_NONE)` | `RLIMIT_MEMLOCK` |
+//! | OpenBSD | `MAP_CONCEAL` | `minherit(MAP_INHERIT_NONE)` | `RLIMIT_MEMLOCK` |
+//! | NetBSD | — | `minherit(MAP_INHERIT_NONE)` | `RLIMIT_MEMLOCK` |
+//! | macOS | — | `minherit(VM_INHERIT_NONE)` | `RLIMIT_MEMLOCK` |
+//! | illumos, Solaris | — | — | `proc_lock_memory` privilege |
+//! | Windows | WER exclusion | (no fork) | working-set size, grown on demand |
+//!
+//! Linux is built and tested; the others are type-checked (see the workspace README).
+//!
+//! # Core dumps
+//! [`disable_core_dumps`] turns core files off for the whole process (the reference Go library does this on
+//! import). Per-region exclusion ([`Hardening::no_dump`]) protects secrets even when core dumps stay on.
+//!
+//! # Features
+//! - `fault-injection`: the [`fault`] module, which makes chosen operations fail on the current thread so the
+//!   error paths of this crate and the crates above it can be tested. Not for production builds.
+
+mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+mod limits;
+mod os;
+mod region;
+mod wipe;
+
+pub use error::{Error, Op, Result};
+pub use limits::{disable_core_dumps, lock_limit, locked_bytes, Limit, LockLimit};
+pub use region::{round_to_pages, FreeError, Hardening, Outcome, Protection, Region};
+pub use wipe::wipe_bytes;
+
+/// The size of a memory page in bytes.
+pub fn page_size() -> usize {
+    os::page_size()
+}
+
+#[cfg(feature = "fault-injection")]
+pub(crate) fn fault_check(op: Op) -> Option<std::io::Error> {
+    fault::check(op)
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn fault_check(_op: Op) -> Option<std::io::Error> {
+    None
+}

@@ -1,0 +1,98 @@
+//! Locked-memory limits and core-dump control.
+
+use std::fmt;
+
+use crate::error::Result;
+use crate::os;
+
+/// One side of a resource limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// No limit.
+    Unlimited,
+    /// A limit in bytes.
+    Bytes(u64),
+}
+
+impl Limit {
+    /// The limit in bytes, or `None` when unlimited.
+    pub fn bytes(self) -> Option<u64> {
+        match self {
+            Limit::Unlimited => None,
+            Limit::Bytes(b) => Some(b),
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Unlimited => f.write_str("unlimited"),
+            Limit::Bytes(b) if b % (1 << 20) == 0 => write!(f, "{} MiB", b >> 20),
+            Limit::Bytes(b) if b % (1 << 10) == 0 => write!(f, "{} KiB", b >> 10),
+            Limit::Bytes(b) => write!(f, "{b} bytes"),
+        }
+    }
+}
+
+/// How much memory this process may lock.
+///
+/// On Unix this is `RLIMIT_MEMLOCK`; on Windows it is the process working-set minimum (`soft`) and maximum
+/// (`hard`), which bound what `VirtualLock` may pin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockLimit {
+    /// The limit in force.
+    pub soft: Limit,
+    /// The ceiling an unprivileged process may raise `soft` to.
+    pub hard: Limit,
+    /// Whether the process may lock beyond the limit (Linux `CAP_IPC_LOCK`); `None` where the OS has no such
+    /// notion or it could not be read.
+    pub exempt: Option<bool>,
+    /// Bytes this process has locked now (Linux `VmLck`), when the OS tells.
+    pub locked_now: Option<u64>,
+}
+
+impl fmt::Display for LockLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is {} (soft), {} (hard)",
+            os::LOCK_LIMIT_NAME,
+            self.soft,
+            self.hard
+        )?;
+        if let Some(locked) = self.locked_now {
+            write!(f, ", {} locked now", Limit::Bytes(locked))?;
+        }
+        if self.exempt == Some(true) {
+            f.write_str(", and the process is exempt from it (CAP_IPC_LOCK)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The locked-memory limit in force for this process.
+///
+/// # Errors
+/// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when the limit cannot be read.
+pub fn lock_limit() -> Result<LockLimit> {
+    os::lock_limit()
+}
+
+/// Sets the soft and hard core-file size limits to zero, so this process writes no core dump.
+///
+/// This is process-wide and, without privilege, cannot be undone. Regions allocated by this crate are also
+/// excluded from core dumps individually where the OS allows ([`Hardening::no_dump`](crate::Hardening)), which
+/// is what protects secrets when core dumps stay enabled. A no-op on Windows.
+///
+/// # Errors
+/// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `setrlimit` fails.
+pub fn disable_core_dumps() -> Result<()> {
+    os::disable_core_dumps()
+}
+
+/// Bytes of memory this process has locked right now, where the OS tells (Linux: `VmLck` in
+/// `/proc/self/status`); `None` elsewhere.
+pub fn locked_bytes() -> Option<u64> {
+    os::locked_bytes()
+}

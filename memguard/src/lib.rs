@@ -1,0 +1,1 @@
+//! Guarded buffers (placeholder until the crate lands).

@@ -1,0 +1,1 @@
+//! The Secret API (placeholder until the crate lands).
