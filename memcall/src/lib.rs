@@ -45,12 +45,14 @@
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+mod fork;
 mod limits;
 mod os;
 mod region;
 mod wipe;
 
 pub use error::{Error, Op, Result};
+pub use fork::fork_epoch;
 pub use limits::{disable_core_dumps, lock_limit, locked_bytes, Limit, LockLimit};
 pub use region::{round_to_pages, FreeError, Hardening, Outcome, Protection, Region};
 pub use wipe::wipe_bytes;

@@ -164,7 +164,12 @@ impl Region {
             Ok(())
         })?;
         let ptr = NonNull::new(ptr).ok_or_else(|| {
-            Error::os(Op::Map, 0, len, io::Error::other("the OS returned a null mapping"))
+            Error::os(
+                Op::Map,
+                0,
+                len,
+                io::Error::other("the OS returned a null mapping"),
+            )
         })?;
         let (p, l) = (ptr.as_ptr(), len);
         // In each closure below `p..p+l` is the mapping made just above, owned by nobody else yet.
@@ -237,7 +242,9 @@ impl Region {
     pub fn protect_range(&self, offset: usize, len: usize, prot: Protection) -> Result<()> {
         let (p, l) = self.range(offset, len)?;
         // SAFETY: `p..p+l` lies inside this region's mapping (checked by `range`).
-        syscall(Op::Protect, p as usize, l, || unsafe { os::protect(p, l, prot) })
+        syscall(Op::Protect, p as usize, l, || unsafe {
+            os::protect(p, l, prot)
+        })
     }
 
     /// Locks the whole region into RAM so it is never swapped.

@@ -2,15 +2,18 @@
 
 use std::io;
 
-pub(crate) use super::unix::{
-    disable_core_dumps, is_lock_limit_error, lock, page_size, protect, unlock, unmap, LOCK_LIMIT_NAME,
-};
 pub(crate) use super::unix::defaults::{
-    exclude_from_crash_reports, lock_limit, locked_bytes, no_huge_pages, unexclude_from_crash_reports,
+    exclude_from_crash_reports, lock_limit, locked_bytes, no_huge_pages,
+    unexclude_from_crash_reports,
+};
+pub(crate) use super::unix::{
+    disable_core_dumps, is_lock_limit_error, lock, page_size, protect, unlock, unmap,
+    LOCK_LIMIT_NAME,
 };
 use super::unix::{madvise, map_with, minherit};
 
-pub(crate) const LOCK_LIMIT_HINT: &str = "Raise it with `ulimit -l`, the `memorylocked` capability in \
+pub(crate) const LOCK_LIMIT_HINT: &str =
+    "Raise it with `ulimit -l`, the `memorylocked` capability in \
 login.conf, or rctl(8) (`memorylocked`); vm.max_user_wired caps it system-wide.";
 
 /// # Safety

@@ -7,10 +7,11 @@ use std::io;
 pub(crate) use super::unix::defaults::{
     exclude_from_crash_reports, locked_bytes, no_dump, no_huge_pages, unexclude_from_crash_reports,
 };
-pub(crate) use super::unix::{
-    disable_core_dumps, is_lock_limit_error, lock, page_size, protect, unlock, unmap, LOCK_LIMIT_NAME,
-};
 use super::unix::map_with;
+pub(crate) use super::unix::{
+    disable_core_dumps, is_lock_limit_error, lock, page_size, protect, unlock, unmap,
+    LOCK_LIMIT_NAME,
+};
 use crate::error::Result;
 use crate::limits::{Limit, LockLimit};
 

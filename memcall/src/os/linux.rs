@@ -3,7 +3,8 @@
 use std::io;
 
 pub(crate) use super::unix::{
-    disable_core_dumps, is_lock_limit_error, lock, page_size, protect, unlock, unmap, LOCK_LIMIT_NAME,
+    disable_core_dumps, is_lock_limit_error, lock, page_size, protect, unlock, unmap,
+    LOCK_LIMIT_NAME,
 };
 use super::unix::{getrlimit, madvise, map_with};
 use crate::error::Result;
@@ -49,7 +50,10 @@ pub(crate) unsafe fn no_huge_pages(ptr: *mut u8, len: usize) -> Option<io::Resul
 
 /// # Safety
 /// No requirement; the signature matches the other backends.
-pub(crate) unsafe fn exclude_from_crash_reports(_ptr: *mut u8, _len: usize) -> Option<io::Result<()>> {
+pub(crate) unsafe fn exclude_from_crash_reports(
+    _ptr: *mut u8,
+    _len: usize,
+) -> Option<io::Result<()>> {
     None
 }
 
@@ -59,14 +63,20 @@ pub(crate) unsafe fn unexclude_from_crash_reports(_ptr: *mut u8, _len: usize) {}
 
 fn status_field(name: &str) -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(|v| v.trim().to_owned()))
+    status.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_owned())
+    })
 }
 
 pub(crate) fn locked_bytes() -> Option<u64> {
     let kb = status_field("VmLck")?;
-    kb.strip_suffix("kB")?.trim().parse::<u64>().ok().map(|k| k * 1024)
+    kb.strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|k| k * 1024)
 }
 
 fn has_ipc_lock() -> Option<bool> {

@@ -3,14 +3,17 @@
 use std::io;
 
 pub(crate) use super::unix::defaults::{
-    exclude_from_crash_reports, lock_limit, locked_bytes, no_huge_pages, unexclude_from_crash_reports,
+    exclude_from_crash_reports, lock_limit, locked_bytes, no_huge_pages,
+    unexclude_from_crash_reports,
 };
 pub(crate) use super::unix::{
-    disable_core_dumps, is_lock_limit_error, lock, page_size, protect, unlock, unmap, LOCK_LIMIT_NAME,
+    disable_core_dumps, is_lock_limit_error, lock, page_size, protect, unlock, unmap,
+    LOCK_LIMIT_NAME,
 };
 use super::unix::{map_with, minherit};
 
-pub(crate) const LOCK_LIMIT_HINT: &str = "Raise it with `ulimit -l` or the `memorylocked` capability of the \
+pub(crate) const LOCK_LIMIT_HINT: &str =
+    "Raise it with `ulimit -l` or the `memorylocked` capability of the \
 login class in login.conf(5).";
 
 /// # Safety

@@ -25,7 +25,10 @@ pub(crate) fn page_size() -> usize {
     }
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let size = usize::try_from(size).ok().filter(|s| s.is_power_of_two()).unwrap_or(4096);
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096);
     PAGE.store(size, Ordering::Relaxed);
     size
 }
@@ -143,7 +146,11 @@ pub(crate) fn disable_core_dumps() -> Result<()> {
     not(any(target_os = "linux", target_os = "android", target_os = "freebsd")),
     allow(dead_code)
 )]
-pub(crate) unsafe fn madvise(ptr: *mut u8, len: usize, advice: libc::c_int) -> Option<io::Result<()>> {
+pub(crate) unsafe fn madvise(
+    ptr: *mut u8,
+    len: usize,
+    advice: libc::c_int,
+) -> Option<io::Result<()>> {
     // SAFETY: advice on the caller's own range; the advices used here never discard data.
     match check(unsafe { libc::madvise(ptr.cast(), len, advice) }) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
@@ -160,7 +167,11 @@ pub(crate) unsafe fn madvise(ptr: *mut u8, len: usize, advice: libc::c_int) -> O
     target_os = "openbsd",
     target_os = "netbsd"
 ))]
-pub(crate) unsafe fn minherit(ptr: *mut u8, len: usize, inherit: libc::c_int) -> Option<io::Result<()>> {
+pub(crate) unsafe fn minherit(
+    ptr: *mut u8,
+    len: usize,
+    inherit: libc::c_int,
+) -> Option<io::Result<()>> {
     // SAFETY: changes only how the caller's own range is inherited by future children.
     Some(check(unsafe { libc::minherit(ptr.cast(), len, inherit) }))
 }
@@ -187,7 +198,10 @@ pub(crate) mod defaults {
 
     /// # Safety
     /// No requirement; the signature matches the other backends.
-    pub(crate) unsafe fn exclude_from_crash_reports(_ptr: *mut u8, _len: usize) -> Option<io::Result<()>> {
+    pub(crate) unsafe fn exclude_from_crash_reports(
+        _ptr: *mut u8,
+        _len: usize,
+    ) -> Option<io::Result<()>> {
         None
     }
 

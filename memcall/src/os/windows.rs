@@ -46,7 +46,10 @@ pub(crate) fn page_size() -> usize {
     let mut info: SYSTEM_INFO = unsafe { std::mem::zeroed() };
     // SAFETY: `info` is a valid, writable SYSTEM_INFO.
     unsafe { GetSystemInfo(&mut info) };
-    let size = usize::try_from(info.dwPageSize).ok().filter(|s| s.is_power_of_two()).unwrap_or(4096);
+    let size = usize::try_from(info.dwPageSize)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096);
     PAGE.store(size, Ordering::Relaxed);
     size
 }
@@ -55,7 +58,14 @@ pub(crate) fn page_size() -> usize {
 /// `len` must be a non-zero multiple of the page size.
 pub(crate) unsafe fn map(len: usize) -> io::Result<*mut u8> {
     // SAFETY: a fresh committed allocation at an address of the system's choosing touches no existing memory.
-    let ptr = unsafe { VirtualAlloc(std::ptr::null(), len, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE) };
+    let ptr = unsafe {
+        VirtualAlloc(
+            std::ptr::null(),
+            len,
+            MEM_COMMIT | MEM_RESERVE,
+            PAGE_READWRITE,
+        )
+    };
     if ptr.is_null() {
         Err(io::Error::last_os_error())
     } else {
@@ -123,7 +133,9 @@ pub(crate) unsafe fn unlock(ptr: *mut u8, len: usize) -> io::Result<()> {
 pub(crate) fn is_lock_limit_error(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error().map(|c| c as u32),
-        Some(ERROR_WORKING_SET_QUOTA) | Some(ERROR_NOT_ENOUGH_QUOTA) | Some(ERROR_NO_SYSTEM_RESOURCES)
+        Some(ERROR_WORKING_SET_QUOTA)
+            | Some(ERROR_NOT_ENOUGH_QUOTA)
+            | Some(ERROR_NO_SYSTEM_RESOURCES)
     )
 }
 
@@ -147,13 +159,20 @@ pub(crate) unsafe fn no_huge_pages(_ptr: *mut u8, _len: usize) -> Option<io::Res
 
 /// # Safety
 /// `ptr..ptr+len` must be the caller's allocation, unregistered before it is freed.
-pub(crate) unsafe fn exclude_from_crash_reports(ptr: *mut u8, len: usize) -> Option<io::Result<()>> {
+pub(crate) unsafe fn exclude_from_crash_reports(
+    ptr: *mut u8,
+    len: usize,
+) -> Option<io::Result<()>> {
     let Ok(len) = u32::try_from(len) else {
         return Some(Err(io::Error::from(io::ErrorKind::InvalidInput)));
     };
     // SAFETY: registers the caller's own range with WER; it only reads the address and size.
     let hr = unsafe { WerRegisterExcludedMemoryBlock(ptr.cast(), len) };
-    Some(if hr >= 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(hr)) })
+    Some(if hr >= 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(hr))
+    })
 }
 
 /// # Safety
