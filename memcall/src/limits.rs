@@ -96,3 +96,38 @@ pub fn disable_core_dumps() -> Result<()> {
 pub fn locked_bytes() -> Option<u64> {
     os::locked_bytes()
 }
+
+/// Sets the soft locked-memory limit (`RLIMIT_MEMLOCK`), keeping the hard one. Lowering always works; raising
+/// past the hard limit needs privilege. Useful to cap what a service may lock, and in tests.
+///
+/// # Errors
+/// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `setrlimit` refuses (EINVAL
+/// above the hard limit, EPERM without privilege).
+#[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
+pub fn set_lock_limit(soft: Limit) -> Result<()> {
+    if let Some(err) = crate::fault_check(crate::Op::Limit) {
+        return Err(crate::Error::Os {
+            op: crate::Op::Limit,
+            addr: 0,
+            len: 0,
+            source: err,
+        });
+    }
+    os::unix_set_lock_limit(soft)
+}
+
+/// Gives up `CAP_IPC_LOCK` (effective, permitted and inheritable) for the calling thread, so the locked-memory
+/// limit applies from now on; irreversible. A privileged service can call it to make sure a runaway cannot pin
+/// unbounded memory, and tests use it to reach the limit as an unprivileged service would.
+///
+/// # Errors
+/// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `capset` fails.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn drop_lock_exemption() -> Result<()> {
+    os::drop_lock_exemption().map_err(|e| crate::Error::Os {
+        op: crate::Op::Limit,
+        addr: 0,
+        len: 0,
+        source: e,
+    })
+}

@@ -62,7 +62,10 @@ pub(crate) unsafe fn exclude_from_crash_reports(
 pub(crate) unsafe fn unexclude_from_crash_reports(_ptr: *mut u8, _len: usize) {}
 
 fn status_field(name: &str) -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    // Capabilities are per thread: read this thread's view (VmLck is per process and the same in both).
+    let status = std::fs::read_to_string("/proc/thread-self/status")
+        .or_else(|_| std::fs::read_to_string("/proc/self/status"))
+        .ok()?;
     status.lines().find_map(|l| {
         l.strip_prefix(name)?
             .strip_prefix(':')
@@ -92,4 +95,44 @@ pub(crate) fn lock_limit() -> Result<LockLimit> {
         exempt: has_ipc_lock(),
         locked_now: locked_bytes(),
     })
+}
+
+/// Clears CAP_IPC_LOCK from the effective and permitted sets of the calling thread (and so of threads it starts
+/// afterwards), so `RLIMIT_MEMLOCK` applies to it. Irreversible.
+pub(crate) fn drop_lock_exemption() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget with a version-3 header reads two `Data` records into `data`, which has room for them.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bit = !(1u32 << CAP_IPC_LOCK);
+    data[0].effective &= bit;
+    data[0].permitted &= bit;
+    data[0].inheritable &= bit;
+    // SAFETY: capset reads the header and two `Data` records; dropping capabilities is always permitted.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -48,3 +48,8 @@ pub(crate) use backend::{
     locked_bytes, map, no_dump, no_fork, no_huge_pages, page_size, protect,
     unexclude_from_crash_reports, unlock, unmap, LOCK_LIMIT_HINT, LOCK_LIMIT_NAME,
 };
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) use linux::drop_lock_exemption;
+#[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
+pub(crate) use unix::set_lock_limit as unix_set_lock_limit;

@@ -213,7 +213,7 @@ pub(crate) mod defaults {
         None
     }
 
-    #[cfg_attr(any(target_os = "illumos", target_os = "solaris"), allow(dead_code))]
+    #[cfg(not(any(target_os = "illumos", target_os = "solaris")))]
     pub(crate) fn lock_limit() -> Result<LockLimit> {
         let (soft, hard) = super::getrlimit(libc::RLIMIT_MEMLOCK as super::RlimitResource)?;
         Ok(LockLimit {
@@ -223,4 +223,22 @@ pub(crate) mod defaults {
             locked_now: None,
         })
     }
+}
+
+/// Sets the soft `RLIMIT_MEMLOCK`, keeping the hard limit.
+#[cfg(not(any(target_os = "illumos", target_os = "solaris")))]
+pub(crate) fn set_lock_limit(soft: Limit) -> Result<()> {
+    let (_, hard) = getrlimit(libc::RLIMIT_MEMLOCK as RlimitResource)?;
+    let raw = |l: Limit| match l {
+        Limit::Unlimited => libc::RLIM_INFINITY,
+        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+        Limit::Bytes(b) => b as libc::rlim_t,
+    };
+    let rl = libc::rlimit {
+        rlim_cur: raw(soft),
+        rlim_max: raw(hard),
+    };
+    // SAFETY: `rl` is a valid rlimit; the kernel rejects values it does not allow.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK as RlimitResource, &rl) })
+        .map_err(|e| Error::os(Op::Limit, 0, 0, e))
 }
