@@ -176,8 +176,9 @@ pub(crate) unsafe fn minherit(
     Some(check(unsafe { libc::minherit(ptr.cast(), len, inherit) }))
 }
 
-/// Contract items for Unix backends that have no such measure, or nothing beyond `RLIMIT_MEMLOCK`.
-#[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
+/// Contract items for Unix backends that have no such measure, or nothing beyond `RLIMIT_MEMLOCK`. Each
+/// backend re-exports the subset it needs, so the rest is unused there.
+#[allow(dead_code)]
 pub(crate) mod defaults {
     use std::io;
 

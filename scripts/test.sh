@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every Rust test (unit, integration, child-process, doc tests), the
+# loom model, docs with warnings denied, the cross-platform type-check and the Python package's tests.
+# Installs what it needs (Debian packages for the cross-check, a venv from PyPI for Python). Fails on the first
+# failing step and says which.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+step() { printf '\n==== %s ====\n' "$*"; }
+trap 'echo; echo "FAILED during: ${current:-setup}" >&2' ERR
+
+current="cargo fmt --check"; step "$current"
+cargo fmt --all --check
+
+current="cargo clippy"; step "$current"
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
+
+current="cargo test (all features)"; step "$current"
+cargo test --locked --workspace --all-features
+
+current="cargo test (default features)"; step "$current"
+cargo test --locked --workspace
+
+if [ -f securememory/tests/loom.rs ]; then
+  current="loom model of the access state machine"; step "$current"
+  RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+    cargo test --locked -p securememory --release --test loom
+fi
+
+current="cargo doc"; step "$current"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --all-features
+
+current="cross-platform type-check"; step "$current"
+scripts/setup-xcheck.sh
+scripts/xcheck.sh
+
+if [ -x securememory-py/run-tests.sh ]; then
+  current="Python package"; step "$current"
+  securememory-py/run-tests.sh
+fi
+
+trap - ERR
+step "all checks passed"
