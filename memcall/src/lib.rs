@@ -48,6 +48,7 @@ pub mod fault;
 mod fork;
 mod limits;
 mod os;
+pub mod pool;
 mod region;
 mod wipe;
 
@@ -58,6 +59,7 @@ pub use limits::drop_lock_exemption;
 #[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
 pub use limits::set_lock_limit;
 pub use limits::{disable_core_dumps, lock_limit, locked_bytes, Limit, LockLimit};
+pub use pool::{Acquired, LockMode, RegionPool};
 pub use region::{round_to_pages, FreeError, Hardening, Outcome, Protection, Region};
 pub use wipe::wipe_bytes;
 

@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 
-use memcall::{Limit, Protection, Region};
+use memcall::{Limit, LockMode, Protection, Region, RegionPool};
 
 const ENV: &str = "MEMCALL_CHILD";
 
@@ -23,6 +23,7 @@ fn child_entry() {
         "read_read_only" => read_read_only(),
         "memlock" => memlock_until_limit(),
         "core" => core_with_markers(),
+        "pool_pressure" => pool_gives_way_under_pressure(),
         other => {
             eprintln!("unknown scenario {other}");
             99
@@ -245,4 +246,43 @@ fn core_dump_holds_the_heap_marker_but_not_the_secret() {
         !contains(&core, &unhex(&secret)[16..]),
         "half the secret marker leaked into the core dump"
     );
+}
+
+/// A pool holding locked regions must free them rather than fail a caller who needs the locked memory.
+fn pool_gives_way_under_pressure() -> i32 {
+    memcall::drop_lock_exemption().expect("drop CAP_IPC_LOCK");
+    memcall::set_lock_limit(Limit::Bytes(256 * 1024)).expect("lower RLIMIT_MEMLOCK");
+    let page = memcall::page_size();
+    let pool = RegionPool::new(128 * 1024);
+    let cached: Vec<_> = (0..32)
+        .map(|_| pool.acquire(1, LockMode::Required).unwrap())
+        .collect();
+    for a in cached {
+        pool.release(a.region, a.locked).unwrap();
+    }
+    let mut held = Vec::new();
+    while memcall::locked_bytes().unwrap() < 256 * 1024 {
+        held.push(
+            pool.acquire(2 * page, LockMode::Required)
+                .expect("room left"),
+        );
+    }
+    // Everything is locked now, half of it by the pool's cache: the next caller gets the pool's share.
+    let got = pool.acquire(2 * page, LockMode::Required);
+    let code = match got {
+        Ok(a) if a.locked && pool.cached_bytes() == 0 => 0,
+        Ok(_) => 6,
+        Err(e) => {
+            eprintln!("{e}");
+            7
+        }
+    };
+    drop(held);
+    code
+}
+
+#[test]
+fn the_pool_frees_its_cache_instead_of_failing_a_caller() {
+    let status = run_child("pool_pressure", None, &[]);
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }

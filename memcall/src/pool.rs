@@ -1,0 +1,237 @@
+//! A bounded pool of regions that are already mapped, hardened and locked.
+//!
+//! Mapping, advising and locking fresh pages costs several system calls (about 7–10 µs on a typical VM); a
+//! secret that reuses a pooled region pays none of them. A pooled region is always wiped (all zeros), locked and
+//! read-write: it holds nothing secret, and the next owner can write into it without a protection change.
+//!
+//! The pool never makes a caller fail: when locking a fresh region hits the memlock limit, the pool first gives
+//! its cached regions back to the OS and retries. What it holds counts toward the process's locked memory and is
+//! reported by [`RegionPool::cached_bytes`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::error::Result;
+use crate::region::{round_to_pages, Region};
+
+/// Regions of up to this many pages are pooled; larger ones are mapped and freed directly.
+pub const MAX_POOLED_PAGES: usize = 8;
+
+/// The default cap of a pool: 256 KiB of locked memory (64 pages of 4 KiB).
+pub const DEFAULT_POOL_BYTES: usize = 256 * 1024;
+
+/// How a caller wants a region locked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum LockMode {
+    /// Locking must succeed; failure is an error.
+    #[default]
+    Required,
+    /// Try to lock; on failure hand out the region unlocked and say so.
+    BestEffort,
+}
+
+/// A region handed out by a pool, with whether it is locked.
+#[derive(Debug)]
+pub struct Acquired {
+    /// The region: zeroed and read-write.
+    pub region: Region,
+    /// Whether its pages are locked.
+    pub locked: bool,
+}
+
+/// A bounded cache of wiped, locked, read-write regions, by size in pages.
+#[derive(Debug)]
+pub struct RegionPool {
+    classes: [Mutex<Vec<Region>>; MAX_POOLED_PAGES],
+    cached_bytes: AtomicUsize,
+    max_bytes: AtomicUsize,
+}
+
+impl Default for RegionPool {
+    fn default() -> Self {
+        Self::new(DEFAULT_POOL_BYTES)
+    }
+}
+
+fn lock_class(class: &Mutex<Vec<Region>>) -> MutexGuard<'_, Vec<Region>> {
+    // The vectors stay consistent even if a holder panicked: every push/pop is a single step.
+    class
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl RegionPool {
+    /// An empty pool that caches at most `max_bytes` of regions.
+    pub const fn new(max_bytes: usize) -> Self {
+        RegionPool {
+            classes: [const { Mutex::new(Vec::new()) }; MAX_POOLED_PAGES],
+            cached_bytes: AtomicUsize::new(0),
+            max_bytes: AtomicUsize::new(max_bytes),
+        }
+    }
+
+    /// The process-wide pool used by the higher crates.
+    pub fn global() -> &'static RegionPool {
+        static GLOBAL: RegionPool = RegionPool::new(DEFAULT_POOL_BYTES);
+        &GLOBAL
+    }
+
+    /// Changes the cap; a lower cap frees cached regions at once. Zero disables pooling.
+    pub fn set_max_bytes(&self, max_bytes: usize) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+        if self.cached_bytes() > max_bytes {
+            self.trim();
+        }
+    }
+
+    /// The cap in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of locked memory held by cached regions now.
+    pub fn cached_bytes(&self) -> usize {
+        self.cached_bytes.load(Ordering::Relaxed)
+    }
+
+    fn class_of(len: usize) -> Option<usize> {
+        let pages = len / crate::page_size();
+        (1..=MAX_POOLED_PAGES).contains(&pages).then(|| pages - 1)
+    }
+
+    /// A zeroed, read-write, hardened region of at least `len` bytes, locked as `mode` asks.
+    ///
+    /// # Errors
+    /// As [`Region::alloc`] and [`Region::lock`] (the latter only with [`LockMode::Required`], and only after
+    /// the pool has released its own cached regions to make room).
+    pub fn acquire(&self, len: usize, mode: LockMode) -> Result<Acquired> {
+        let len = round_to_pages(len)?;
+        if let Some(class) = Self::class_of(len) {
+            if let Some(region) = lock_class(&self.classes[class]).pop() {
+                self.cached_bytes.fetch_sub(region.len(), Ordering::Relaxed);
+                return Ok(Acquired {
+                    region,
+                    locked: true,
+                });
+            }
+        }
+        let region = Region::alloc(len)?;
+        let locked = match region.lock() {
+            Ok(()) => true,
+            Err(e) if e.is_lock_limit() && self.cached_bytes() > 0 => {
+                self.trim();
+                match (region.lock(), mode) {
+                    (Ok(()), _) => true,
+                    (Err(_), LockMode::BestEffort) => false,
+                    (Err(e), LockMode::Required) => return Err(e),
+                }
+            }
+            Err(_) if mode == LockMode::BestEffort => false,
+            Err(e) => return Err(e),
+        };
+        Ok(Acquired { region, locked })
+    }
+
+    /// Gives a region back: it is wiped (made read-write and zeroed) and cached if it is locked, of a pooled
+    /// size and the pool has room; otherwise it is freed.
+    ///
+    /// # Errors
+    /// When wiping or freeing fails the region comes back inside the error, as with [`Region::free`].
+    pub fn release(&self, region: Region, locked: bool) -> Result<(), crate::FreeError> {
+        let class = Self::class_of(region.len()).filter(|_| locked);
+        let Some(class) = class else {
+            return region.free();
+        };
+        if let Err(error) = region.wipe() {
+            return Err(crate::FreeError { region, error });
+        }
+        let len = region.len();
+        let reserved = self
+            .cached_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cached| {
+                (cached + len <= self.max_bytes()).then_some(cached + len)
+            })
+            .is_ok();
+        if reserved {
+            lock_class(&self.classes[class]).push(region);
+            Ok(())
+        } else {
+            region.free()
+        }
+    }
+
+    /// Frees every cached region (wiped again on the way out, and unlocked by the unmap).
+    pub fn trim(&self) {
+        for class in &self.classes {
+            let drained: Vec<Region> = std::mem::take(&mut *lock_class(class));
+            for region in drained {
+                self.cached_bytes.fetch_sub(region.len(), Ordering::Relaxed);
+                // A region that cannot be freed is dropped, which still unmaps it.
+                if let Err(e) = region.free() {
+                    drop(e.region);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Protection;
+
+    #[test]
+    fn a_reused_region_never_shows_old_contents() {
+        let pool = RegionPool::new(DEFAULT_POOL_BYTES);
+        let mut first = pool.acquire(32, LockMode::Required).unwrap();
+        // SAFETY: read-write and exclusively ours.
+        unsafe { first.region.as_mut_slice() }.fill(0xC3);
+        first.region.protect(Protection::NoAccess).unwrap();
+        let addr = first.region.as_ptr();
+        pool.release(first.region, first.locked).unwrap();
+        assert_eq!(pool.cached_bytes(), crate::page_size());
+        let second = pool.acquire(1, LockMode::Required).unwrap();
+        assert_eq!(second.region.as_ptr(), addr, "the cached region is reused");
+        assert!(second.locked);
+        // SAFETY: pooled regions are handed out read-write.
+        assert!(unsafe { second.region.as_slice() }.iter().all(|&b| b == 0));
+        assert_eq!(pool.cached_bytes(), 0);
+        pool.release(second.region, true).unwrap();
+        pool.trim();
+        assert_eq!(pool.cached_bytes(), 0);
+    }
+
+    #[test]
+    fn the_cap_is_respected_and_unlocked_or_large_regions_are_freed() {
+        let page = crate::page_size();
+        let pool = RegionPool::new(2 * page);
+        let held: Vec<_> = (0..4)
+            .map(|_| pool.acquire(1, LockMode::Required).unwrap())
+            .collect();
+        for a in held {
+            pool.release(a.region, a.locked).unwrap();
+        }
+        assert_eq!(pool.cached_bytes(), 2 * page);
+        let unlocked = pool.acquire(1, LockMode::Required).unwrap();
+        pool.release(unlocked.region, false).unwrap();
+        assert_eq!(
+            pool.cached_bytes(),
+            page,
+            "an unlocked region is never cached"
+        );
+        let big = pool
+            .acquire((MAX_POOLED_PAGES + 1) * page, LockMode::Required)
+            .unwrap();
+        pool.release(big.region, true).unwrap();
+        assert_eq!(pool.cached_bytes(), page);
+        pool.set_max_bytes(0);
+        assert_eq!(pool.cached_bytes(), 0);
+    }
+
+    #[test]
+    fn invalid_lengths_are_errors() {
+        let pool = RegionPool::new(DEFAULT_POOL_BYTES);
+        assert!(pool.acquire(0, LockMode::Required).is_err());
+        assert!(pool.acquire(usize::MAX, LockMode::BestEffort).is_err());
+    }
+}
