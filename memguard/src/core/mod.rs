@@ -1,0 +1,6 @@
+//! The private core: guarded pages, the canary, the purge registry, the enclave key and its crypto. All of the
+//! crate's `unsafe` lives here.
+
+pub(crate) mod canary;
+pub(crate) mod region;
+pub(crate) mod registry;

@@ -1,0 +1,296 @@
+//! [`GuardedRegion`]: `[guard][canary … data][guard]` in one mapping, the data right-aligned so that an
+//! overflow hits the trailing guard page at once.
+
+use std::fmt;
+
+use memcall::{Hardening, Protection, Region};
+
+use super::canary;
+use crate::error::{Error, Result};
+
+/// Whether a buffer's pages must be locked into RAM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Locking {
+    /// Locking must succeed, or the allocation fails with the lock error (which names the limit and how to
+    /// raise it). The default.
+    #[default]
+    Required,
+    /// A lock failure is tolerated (logged at `warn`), and [`GuardedRegion::is_locked`] reports it. The pages
+    /// may then be swapped out.
+    BestEffort,
+}
+
+/// Guarded pages for one secret: `[guard][canary … data][guard]`.
+///
+/// The data is right-aligned against the trailing guard page, the random canary fills the slack in front of it
+/// (zero bytes when the size is a page multiple), and copies of the canary sit at the start of both guard
+/// pages. Only the inner (data) pages are locked; the guard pages are no-access for the region's whole life.
+/// The inner pages start read-write with the data zeroed.
+///
+/// A `GuardedRegion` is not registered for [`purge`](crate::purge) by itself; [`LockedBuffer`](crate::LockedBuffer)
+/// and other owners register themselves. Dropping it without [`destroy`](GuardedRegion::destroy) still wipes and
+/// unmaps the pages, but skips the canary check.
+pub struct GuardedRegion {
+    region: Region,
+    size: usize,
+    inner_len: usize,
+    page: usize,
+    locked: bool,
+    canary_failed: bool,
+}
+
+impl fmt::Debug for GuardedRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedRegion")
+            .field("addr", &self.as_ptr())
+            .field("len", &self.size)
+            .field("inner_len", &self.inner_len)
+            .field("locked", &self.locked)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuardedRegion {
+    /// Maps `size` bytes of data between two guard pages, plants the canary and locks the data pages.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLength`] for zero or absurd sizes; [`Error::Memory`] when mapping, locking (with
+    /// [`Locking::Required`]) or protecting fails; [`Error::Random`] when no canary can be drawn. Nothing is
+    /// left mapped on error.
+    pub fn new(size: usize, locking: Locking) -> Result<GuardedRegion> {
+        if size == 0 {
+            return Err(Error::InvalidLength { len: size });
+        }
+        let page = memcall::page_size();
+        let inner_len =
+            memcall::round_to_pages(size).map_err(|_| Error::InvalidLength { len: size })?;
+        let total = inner_len
+            .checked_add(2 * page)
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or(Error::InvalidLength { len: size })?;
+        let region = Region::alloc(total)?;
+        let mut this = GuardedRegion {
+            region,
+            size,
+            inner_len,
+            page,
+            locked: false,
+            canary_failed: false,
+        };
+        match this.arm(locking) {
+            Ok(()) => Ok(this),
+            Err(err) => {
+                // Nothing secret is in the pages yet; if freeing fails, dropping the handle unmaps anyway.
+                if let Err(free) = this.region.free() {
+                    log::error!("releasing a half-built guarded region failed: {free}");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn arm(&mut self, locking: Locking) -> Result<()> {
+        // Lock while the pages are still read-write: Linux refuses to lock PROT_NONE pages.
+        match self.region.lock_range(self.page, self.inner_len) {
+            Ok(()) => self.locked = true,
+            Err(err) if locking == Locking::BestEffort => {
+                log::warn!("guarded region left unlocked (best effort): {err}");
+            }
+            Err(err) => return Err(err.into()),
+        }
+        let (pre, slack, post) = self.canary_parts();
+        canary::plant(pre, slack, post)?;
+        self.region
+            .protect_range(0, self.page, Protection::NoAccess)?;
+        self.region
+            .protect_range(self.page + self.inner_len, self.page, Protection::NoAccess)?;
+        Ok(())
+    }
+
+    /// The two guard pages and the slack, as disjoint slices.
+    ///
+    /// Only called while the whole mapping is read-write and nothing else holds a slice of it: in `arm`
+    /// (fresh mapping) and in `destroy` (after protecting everything read-write, with `self` owned).
+    #[allow(clippy::mut_from_ref)]
+    fn canary_parts(&self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        let base = self.region.as_ptr();
+        let slack_len = self.inner_len - self.size;
+        // SAFETY:
+        // - the three ranges `[0, page)`, `[page, page + slack_len)` and `[page + inner_len, +page)` lie inside
+        //   the mapping of `2 * page + inner_len` bytes and do not overlap each other or the data;
+        // - callers guarantee the whole mapping is read-write and unaliased for the slices' lifetime (see above).
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(base, self.page),
+                std::slice::from_raw_parts_mut(base.add(self.page), slack_len),
+                std::slice::from_raw_parts_mut(base.add(self.page + self.inner_len), self.page),
+            )
+        }
+    }
+
+    /// Size of the data in bytes (at least 1).
+    pub fn len(&self) -> usize {
+        self.size
+    }
+
+    /// Always false: a region holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Length of the inner (data) pages: the size rounded up to whole pages.
+    pub fn inner_len(&self) -> usize {
+        self.inner_len
+    }
+
+    /// Length of the canary in front of the data: `inner_len() - len()`.
+    pub fn canary_len(&self) -> usize {
+        self.inner_len - self.size
+    }
+
+    /// Length of each guard page.
+    pub fn guard_len(&self) -> usize {
+        self.page
+    }
+
+    /// Length of the whole mapping: both guards and the inner pages.
+    pub fn mapping_len(&self) -> usize {
+        self.region.len()
+    }
+
+    /// Changes the protection of the inner pages (the guards stay no-access).
+    ///
+    /// # Errors
+    /// [`Error::Memory`] when `mprotect` fails.
+    pub fn protect(&self, prot: Protection) -> Result<()> {
+        Ok(self.region.protect_range(self.page, self.inner_len, prot)?)
+    }
+
+    /// Start of the data. Dereferencing it is subject to the inner pages' protection.
+    pub fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: `page + inner_len - size` is inside the mapping (`size <= inner_len`).
+        unsafe {
+            self.region
+                .as_ptr()
+                .add(self.page + self.inner_len - self.size)
+        }
+    }
+
+    /// The data.
+    ///
+    /// # Safety
+    /// - The inner pages must be readable (ReadOnly or ReadWrite) while the slice lives.
+    /// - Nothing may write the data, protect the pages no-access or destroy the region while the slice lives.
+    pub unsafe fn data(&self) -> &[u8] {
+        // SAFETY: `as_ptr()..+size` is inside the mapping and initialised; the caller guarantees readability
+        // and the absence of writers for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.size) }
+    }
+
+    /// The data, writable.
+    ///
+    /// # Safety
+    /// - The inner pages must be read-write while the slice lives.
+    /// - The caller must have exclusive access: no other slice from [`data`](Self::data) or `data_mut`, and no
+    ///   protection change or destroy, while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn data_mut(&self) -> &mut [u8] {
+        // SAFETY: as `data`, with exclusivity guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.as_ptr(), self.size) }
+    }
+
+    /// True when the inner pages are locked into RAM.
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Which per-region hardening (no-dump, no-fork, ...) took effect.
+    pub fn hardening(&self) -> Hardening {
+        self.region.hardening()
+    }
+
+    /// Makes everything read-write, wipes the data, verifies the canary (constant time), then wipes and unmaps
+    /// the whole mapping (unmapping also unlocks it).
+    ///
+    /// # Errors
+    /// [`Error::CanaryCorrupted`] when the canary changed; the memory is wiped and freed all the same. Any other
+    /// failure hands the region back inside the [`DestroyError`] so the call can be retried; nothing is leaked.
+    pub fn destroy(mut self) -> Result<(), DestroyError> {
+        if let Err(err) = self.region.protect(Protection::ReadWrite) {
+            return Err(DestroyError {
+                error: err.into(),
+                region: Some(self),
+            });
+        }
+        // SAFETY: the whole mapping is read-write now and `self` is owned, so nobody else holds a slice.
+        memcall::wipe_bytes(unsafe { self.data_mut() });
+        let (pre, slack, post) = self.canary_parts();
+        if !canary::intact(pre, slack, post) {
+            self.canary_failed = true;
+        }
+        let canary_failed = self.canary_failed;
+        let (addr, len) = (self.as_ptr() as usize, self.size);
+        let GuardedRegion {
+            region,
+            size,
+            inner_len,
+            page,
+            locked,
+            ..
+        } = self;
+        match region.free() {
+            Ok(()) if canary_failed => Err(DestroyError {
+                error: Error::CanaryCorrupted { addr, len },
+                region: None,
+            }),
+            Ok(()) => Ok(()),
+            Err(free) => Err(DestroyError {
+                error: free.error.into(),
+                region: Some(GuardedRegion {
+                    region: free.region,
+                    size,
+                    inner_len,
+                    page,
+                    locked,
+                    canary_failed,
+                }),
+            }),
+        }
+    }
+}
+
+/// [`GuardedRegion::destroy`] failed.
+pub struct DestroyError {
+    /// Why.
+    pub error: Error,
+    /// The region, still mapped, when it could not be freed (retry `destroy`); `None` when it was freed
+    /// (canary corruption).
+    pub region: Option<GuardedRegion>,
+}
+
+impl fmt::Debug for DestroyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DestroyError")
+            .field("error", &self.error)
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+impl fmt::Display for DestroyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for DestroyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<DestroyError> for Error {
+    fn from(e: DestroyError) -> Error {
+        e.error
+    }
+}

@@ -1,0 +1,16 @@
+//! Process-wide wiping: [`purge`].
+
+use crate::core::registry;
+
+/// Wipes and releases every registered item: every live [`LockedBuffer`](crate::LockedBuffer), and whatever
+/// else registered itself (see [`register`](crate::register)). Existing [`Enclave`](crate::Enclave)s can no
+/// longer be opened afterwards, because the enclave key is destroyed too; a new key is made on next use.
+///
+/// Items are purged outside the registry lock, so an item's `purge` may deregister itself. Buffers in use on
+/// another thread are wiped as soon as that use ends; buffers in use on the calling thread (purge called from
+/// inside an access closure) are wiped when the access ends.
+pub fn purge() {
+    for item in registry::live_items() {
+        item.purge();
+    }
+}
