@@ -54,11 +54,11 @@ mod wipe;
 
 pub use error::{Error, Op, Result};
 pub use fork::fork_epoch;
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub use limits::drop_lock_exemption;
 #[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
 pub use limits::set_lock_limit;
 pub use limits::{disable_core_dumps, lock_limit, locked_bytes, Limit, LockLimit};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use limits::{drop_lock_exemption, is_dumpable, set_dumpable};
 pub use pool::{Acquired, LockMode, RegionPool};
 pub use region::{round_to_pages, FreeError, Hardening, Outcome, Protection, Region};
 pub use wipe::wipe_bytes;

@@ -131,3 +131,41 @@ pub fn drop_lock_exemption() -> Result<()> {
         source: e,
     })
 }
+
+/// Marks the process (non-)dumpable with `prctl(PR_SET_DUMPABLE)`. Not dumpable means: no core file at all, and
+/// processes of the same user can no longer ptrace it or read `/proc/PID/mem`. Opt-in hardening beyond
+/// [`disable_core_dumps`]; note it also makes `/proc/self` files owned by root.
+///
+/// # Errors
+/// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `prctl` fails.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn set_dumpable(dumpable: bool) -> Result<()> {
+    if let Some(err) = crate::fault_check(crate::Op::Limit) {
+        return Err(crate::Error::Os {
+            op: crate::Op::Limit,
+            addr: 0,
+            len: 0,
+            source: err,
+        });
+    }
+    os::set_dumpable(dumpable).map_err(|e| crate::Error::Os {
+        op: crate::Op::Limit,
+        addr: 0,
+        len: 0,
+        source: e,
+    })
+}
+
+/// Whether the process is dumpable (`prctl(PR_GET_DUMPABLE)`).
+///
+/// # Errors
+/// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `prctl` fails.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn is_dumpable() -> Result<bool> {
+    os::is_dumpable().map_err(|e| crate::Error::Os {
+        op: crate::Op::Limit,
+        addr: 0,
+        len: 0,
+        source: e,
+    })
+}

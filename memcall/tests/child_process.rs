@@ -24,6 +24,7 @@ fn child_entry() {
         "memlock" => memlock_until_limit(),
         "core" => core_with_markers(),
         "pool_pressure" => pool_gives_way_under_pressure(),
+        "not_dumpable" => abort_not_dumpable(),
         other => {
             eprintln!("unknown scenario {other}");
             99
@@ -285,4 +286,35 @@ fn pool_gives_way_under_pressure() -> i32 {
 fn the_pool_frees_its_cache_instead_of_failing_a_caller() {
     let status = run_child("pool_pressure", None, &[]);
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+fn abort_not_dumpable() -> i32 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-parameter.
+    unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut rl) };
+    rl.rlim_cur = rl.rlim_max;
+    // SAFETY: raising the soft limit up to the hard one is always allowed.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &rl) };
+    memcall::set_dumpable(false).unwrap();
+    if memcall::is_dumpable().unwrap() {
+        return 8;
+    }
+    std::process::abort();
+}
+
+#[test]
+fn a_non_dumpable_process_leaves_no_core() {
+    let dir = std::env::temp_dir().join(format!("memcall-nodump-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = run_child("not_dumpable", Some(&dir), &[]);
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    assert!(
+        !status.core_dumped() && files == 0,
+        "a core was written: {status:?}, {files} files"
+    );
 }

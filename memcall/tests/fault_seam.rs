@@ -169,3 +169,14 @@ fn errors_convert_to_io_errors() {
     let invalid: std::io::Error = Region::alloc(0).unwrap_err().into();
     assert_eq!(invalid.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn dumpable_switch_failure_is_typed() {
+    assert!(memcall::is_dumpable().is_ok());
+    let _g = fault::fail(Op::Limit).arm();
+    assert_eq!(
+        memcall::set_dumpable(true).unwrap_err().op(),
+        Some(Op::Limit)
+    );
+}

@@ -136,3 +136,29 @@ pub(crate) fn drop_lock_exemption() -> io::Result<()> {
     }
     Ok(())
 }
+
+pub(crate) fn set_dumpable(dumpable: bool) -> io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument and touches no memory of ours.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_DUMPABLE,
+            libc::c_ulong::from(dumpable),
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(crate) fn is_dumpable() -> io::Result<bool> {
+    // SAFETY: PR_GET_DUMPABLE takes no pointer arguments.
+    let ret = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret != 0)
+}

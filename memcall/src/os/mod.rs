@@ -50,6 +50,6 @@ pub(crate) use backend::{
 };
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) use linux::drop_lock_exemption;
+pub(crate) use linux::{drop_lock_exemption, is_dumpable, set_dumpable};
 #[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
 pub(crate) use unix::set_lock_limit as unix_set_lock_limit;
