@@ -1,0 +1,179 @@
+//! The benchmark set of the speed goals: each case with the baseline it is divided by and its goal.
+
+use super::floor::{FloorPair, Getrandom32};
+use super::library;
+use super::stats::Workload;
+
+pub type Make = fn() -> Result<Box<dyn Workload>, String>;
+
+/// What a case's figure is compared with. Every baseline is measured again for each case, interleaved with
+/// it, so both see the same machine load.
+#[derive(Clone, Copy)]
+pub enum Baseline {
+    /// The mprotect(READ) + mprotect(NONE) pair on one locked page.
+    Floor,
+    /// The same pair on a 256-page (1 MiB) locked region.
+    Floor256,
+    /// The one-page pair plus one 32-byte getrandom.
+    FloorPlusGetrandom,
+    /// Another workload (for example the one-thread figure for the two-thread case).
+    Workload(&'static str, Make),
+}
+
+impl Baseline {
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::Floor => "floor",
+            Baseline::Floor256 => "floor_256_pages",
+            Baseline::FloorPlusGetrandom => "floor+getrandom32",
+            Baseline::Workload(name, _) => name,
+        }
+    }
+
+    /// The workloads whose figures add up to the baseline.
+    pub fn components(self) -> Result<Vec<Box<dyn Workload>>, String> {
+        Ok(match self {
+            Baseline::Floor => vec![Box::new(FloorPair::new(1)?)],
+            Baseline::Floor256 => vec![Box::new(FloorPair::new(256)?)],
+            Baseline::FloorPlusGetrandom => {
+                vec![Box::new(FloorPair::new(1)?), Box::new(Getrandom32::new())]
+            }
+            Baseline::Workload(_, make) => vec![make()?],
+        })
+    }
+}
+
+/// The goal, as a threshold in nanoseconds derived from the same-run baseline components.
+#[derive(Clone, Copy)]
+pub enum Goal {
+    /// At most `k` × the baseline.
+    Ratio(f64),
+    /// At most `k` × the floor plus one getrandom (baseline `FloorPlusGetrandom`).
+    FloorTimesPlusRandom(f64),
+    /// At most this many nanoseconds.
+    AtMostNs(f64),
+    /// No goal: a reference figure shown for orientation.
+    Reference,
+}
+
+impl Goal {
+    pub fn threshold(self, components: &[f64]) -> f64 {
+        match self {
+            Goal::Ratio(k) => k * components.iter().sum::<f64>(),
+            Goal::FloorTimesPlusRandom(k) => {
+                k * components.first().copied().unwrap_or(f64::NAN)
+                    + components.get(1).copied().unwrap_or(0.0)
+            }
+            Goal::AtMostNs(ns) => ns,
+            Goal::Reference => f64::NAN,
+        }
+    }
+
+    pub fn describe(self, baseline: Baseline) -> String {
+        match self {
+            Goal::Ratio(k) => format!("<= {k:.2} x {}", baseline.name()),
+            Goal::FloorTimesPlusRandom(k) => format!("<= {k:.1} x floor + getrandom32"),
+            Goal::AtMostNs(ns) => format!("<= {}", crate::report::nanos(ns)),
+            Goal::Reference => "reference".to_owned(),
+        }
+    }
+}
+
+pub struct Case {
+    pub name: &'static str,
+    pub baseline: Baseline,
+    pub goal: Goal,
+    pub make: Make,
+    /// Upper bound on operations per timed batch (slow cases would otherwise calibrate to too few).
+    pub max_iters: u64,
+}
+
+const MANY: u64 = 10_000_000;
+
+/// Every case, in table order.
+pub fn all() -> Vec<Case> {
+    let case = |name, baseline, goal, make: Make| Case {
+        name,
+        baseline,
+        goal,
+        make,
+        max_iters: MANY,
+    };
+    vec![
+        case(
+            "with_bytes/protected_memory",
+            Baseline::Floor,
+            Goal::Ratio(1.10),
+            library::with_bytes_protected,
+        ),
+        case(
+            "with_bytes/memguard",
+            Baseline::Floor,
+            Goal::Ratio(1.10),
+            library::with_bytes_memguard,
+        ),
+        case(
+            "with_bytes/2_threads_one_secret",
+            Baseline::Workload("with_bytes/protected_memory", library::with_bytes_protected),
+            Goal::Ratio(0.5),
+            library::with_bytes_two_threads,
+        ),
+        case(
+            "with_bytes/1_MiB",
+            Baseline::Floor256,
+            Goal::Ratio(1.10),
+            library::with_bytes_1mib,
+        ),
+        case(
+            "new_close/protected_memory",
+            Baseline::Floor,
+            Goal::Ratio(1.5),
+            library::new_close_protected,
+        ),
+        case(
+            "new_close/memguard",
+            Baseline::Floor,
+            Goal::Ratio(2.0),
+            library::new_close_memguard,
+        ),
+        case(
+            "create_random_close/protected_memory",
+            Baseline::FloorPlusGetrandom,
+            Goal::FloorTimesPlusRandom(1.5),
+            library::create_random_close_protected,
+        ),
+        case(
+            "create_random_close/memguard",
+            Baseline::FloorPlusGetrandom,
+            Goal::FloorTimesPlusRandom(2.0),
+            library::create_random_close_memguard,
+        ),
+        case(
+            "locked_buffer/new_destroy",
+            Baseline::Floor,
+            Goal::Ratio(2.0),
+            library::buffer_new_destroy,
+        ),
+        case(
+            "enclave/seal_open",
+            Baseline::Floor,
+            Goal::AtMostNs(5_000.0),
+            library::enclave_seal_open,
+        ),
+        Case {
+            max_iters: 10_000,
+            ..case(
+                "stream/1_MiB_write_read",
+                Baseline::Floor256,
+                Goal::AtMostNs(1_000_000.0),
+                library::stream_1mib,
+            )
+        },
+        case(
+            "memcall/region_alloc_lock_free",
+            Baseline::Floor,
+            Goal::Reference,
+            library::region_alloc_lock_free,
+        ),
+    ]
+}

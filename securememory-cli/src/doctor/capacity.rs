@@ -1,0 +1,150 @@
+//! How many secrets of a given size fit under the locked-memory limit: by arithmetic, and by allocating until
+//! the limit stops a child process.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::child::{self, ChildOptions};
+use crate::cli::Flavour;
+use crate::doctor::host::MemlockFacts;
+use crate::holder::Holder;
+
+/// When nothing limits locking, the measuring child stops after this many locked bytes.
+const UNBOUNDED_CAP_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Serialize)]
+pub struct Capacity {
+    pub flavour: &'static str,
+    /// Whether this build has the flavour (the arithmetic is shown either way).
+    pub available: bool,
+    /// Locked bytes one secret costs.
+    pub locked_bytes_per_secret: u64,
+    /// Mapped bytes one secret costs (locked pages plus unlocked guard pages).
+    pub mapped_bytes_per_secret: u64,
+    /// soft limit / locked bytes per secret; `None` when the limit is unlimited.
+    pub by_arithmetic: Option<u64>,
+    /// What the child managed to allocate.
+    pub measured: Option<Measured>,
+    /// Why there is no measurement, when there is none.
+    pub not_measured: Option<String>,
+}
+
+/// The report of the `fill` child.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Measured {
+    pub count: u64,
+    /// "lock-limit", "error" or "cap".
+    pub stopped_by: String,
+    pub error: Option<String>,
+    /// VmLck when it stopped.
+    pub locked_bytes: Option<u64>,
+    /// The child gave up CAP_IPC_LOCK so the limit applied as to an unprivileged service.
+    pub ipc_lock_dropped: bool,
+    pub elapsed_ms: u64,
+}
+
+fn per_secret(flavour: Flavour, size: u64) -> (u64, u64) {
+    let page = memcall::page_size() as u64;
+    let inner = size.div_ceil(page) * page;
+    match flavour {
+        Flavour::Region | Flavour::ProtectedMemory => (inner, inner),
+        // Guard pages are mapped no-access and never locked.
+        Flavour::Memguard => (inner, inner + 2 * page),
+    }
+}
+
+/// Runs in the `fill` child: allocate and keep secrets until one fails or `cap` are live.
+pub fn fill(flavour: Flavour, size: usize, cap: u64, drop_ipc_lock: bool) -> Measured {
+    let start = Instant::now();
+    let mut dropped = false;
+    if drop_ipc_lock {
+        match memcall::drop_lock_exemption() {
+            Ok(()) => dropped = true,
+            Err(e) => eprintln!("could not drop CAP_IPC_LOCK: {e}"),
+        }
+    }
+    let mut held = Vec::new();
+    let (stopped_by, error) = loop {
+        if held.len() as u64 >= cap {
+            break ("cap", None);
+        }
+        match Holder::zeroed(flavour, size) {
+            Ok(h) => held.push(h),
+            Err(e) if e.lock_limit => break ("lock-limit", Some(e.message)),
+            Err(e) => break ("error", Some(e.message)),
+        }
+    };
+    let measured = Measured {
+        count: held.len() as u64,
+        stopped_by: stopped_by.to_owned(),
+        error,
+        locked_bytes: memcall::locked_bytes(),
+        ipc_lock_dropped: dropped,
+        elapsed_ms: start.elapsed().as_millis() as u64,
+    };
+    drop(held);
+    measured
+}
+
+/// Arithmetic and measured capacity for `flavour`.
+pub fn capacity(flavour: Flavour, size: u64, memlock: &MemlockFacts) -> Capacity {
+    let (locked, mapped) = per_secret(flavour, size);
+    let budget = memlock
+        .soft_bytes
+        .map(|soft| soft.saturating_sub(memlock.locked_now_bytes.unwrap_or(0)));
+    let by_arithmetic = budget.map(|b| b / locked);
+    let mut cap_result = Capacity {
+        flavour: flavour.name(),
+        available: Holder::available(flavour),
+        locked_bytes_per_secret: locked,
+        mapped_bytes_per_secret: mapped,
+        by_arithmetic,
+        measured: None,
+        not_measured: None,
+    };
+    if !cap_result.available {
+        cap_result.not_measured = Some("this flavour is not available in this build".to_owned());
+        return cap_result;
+    }
+    let exempt = memlock.cap_ipc_lock == Some(true);
+    // Past the arithmetic figure plus slack the limit is evidently not binding; stop there.
+    let cap = match by_arithmetic {
+        Some(n) => n + n / 8 + 16,
+        None => (UNBOUNDED_CAP_BYTES / locked).max(1),
+    };
+    let mut args = vec![
+        "fill".to_owned(),
+        "--flavour".to_owned(),
+        flavour.name().to_owned(),
+        "--size".to_owned(),
+        size.to_string(),
+        "--cap".to_owned(),
+        cap.to_string(),
+    ];
+    if exempt {
+        args.push("--drop-ipc-lock".to_owned());
+    }
+    let opts = ChildOptions {
+        timeout: Duration::from_secs(120),
+        ..ChildOptions::default()
+    };
+    match child::run(&args, &opts) {
+        Ok(out) => match out.report::<Measured>() {
+            Some(m) => cap_result.measured = Some(m),
+            None => {
+                cap_result.not_measured = Some(format!(
+                    "the measuring process {} without a report{}",
+                    out.describe(),
+                    out.last_error_line()
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default()
+                ))
+            }
+        },
+        Err(e) => {
+            cap_result.not_measured = Some(format!("could not start the measuring process: {e}"))
+        }
+    }
+    cap_result
+}

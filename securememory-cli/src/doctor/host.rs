@@ -1,0 +1,256 @@
+//! Facts about this host: OS, locked-memory limit, core-dump settings and which per-region protections work.
+
+use serde::{Deserialize, Serialize};
+
+use crate::child::{self, ChildOptions};
+use crate::sys;
+
+#[derive(Debug, Serialize)]
+pub struct HostFacts {
+    pub os: OsFacts,
+    pub page_size: usize,
+    pub memlock: MemlockFacts,
+    pub core: CoreFacts,
+    pub protections: Protections,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OsFacts {
+    pub sysname: String,
+    pub release: String,
+    pub version: String,
+    pub machine: String,
+    /// `PRETTY_NAME` from /etc/os-release.
+    pub distribution: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemlockFacts {
+    /// RLIMIT_MEMLOCK soft side in bytes; `None` = unlimited.
+    pub soft_bytes: Option<u64>,
+    pub hard_bytes: Option<u64>,
+    /// Whether the process holds CAP_IPC_LOCK, which lifts the limit; `None` when unknown.
+    pub cap_ipc_lock: Option<bool>,
+    /// Bytes this process has locked now (VmLck).
+    pub locked_now_bytes: Option<u64>,
+    /// Set when the limit could not be read.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CoreFacts {
+    /// RLIMIT_CORE soft side in bytes; `None` = unlimited.
+    pub rlimit_soft: Option<u64>,
+    pub rlimit_hard: Option<u64>,
+    /// /proc/sys/kernel/core_pattern.
+    pub core_pattern: Option<String>,
+    pub core_uses_pid: Option<String>,
+    pub suid_dumpable: Option<String>,
+    /// prctl(PR_GET_DUMPABLE) of this process.
+    pub dumpable: Option<bool>,
+    /// /proc/self/coredump_filter.
+    pub coredump_filter: Option<String>,
+}
+
+impl CoreFacts {
+    /// The program cores are piped to, when core_pattern starts with `|`.
+    pub fn pipe_target(&self) -> Option<&str> {
+        self.core_pattern
+            .as_deref()
+            .and_then(|p| p.strip_prefix('|'))
+            .map(str::trim)
+    }
+}
+
+/// Outcome of probing one protection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Probe {
+    pub works: bool,
+    pub detail: String,
+}
+
+impl Probe {
+    fn from_outcome(o: memcall::Outcome) -> Probe {
+        Probe {
+            works: o.is_applied(),
+            detail: o.to_string(),
+        }
+    }
+}
+
+/// What the kernel-feature child reports.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KernelProbes {
+    pub guard_install: Probe,
+    pub memfd_secret: Probe,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Protections {
+    /// MADV_DONTDUMP on a fresh region.
+    pub no_dump: Probe,
+    /// MADV_DONTFORK on a fresh region.
+    pub no_fork: Probe,
+    /// MADV_NOHUGEPAGE on a fresh region.
+    pub no_huge_pages: Probe,
+    /// MADV_GUARD_INSTALL (Linux 6.13+): guard pages without extra mappings.
+    pub guard_install: Probe,
+    /// memfd_secret(2): pages removed from the kernel's direct map.
+    pub memfd_secret: Probe,
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+fn distribution() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix("PRETTY_NAME=")
+            .map(|v| v.trim_matches('"').to_owned())
+    })
+}
+
+fn os_facts() -> OsFacts {
+    match sys::uname() {
+        Ok(u) => OsFacts {
+            sysname: u.sysname,
+            release: u.release,
+            version: u.version,
+            machine: u.machine,
+            distribution: distribution(),
+        },
+        Err(e) => OsFacts {
+            sysname: std::env::consts::OS.to_owned(),
+            release: format!("unknown (uname: {e})"),
+            version: String::new(),
+            machine: std::env::consts::ARCH.to_owned(),
+            distribution: distribution(),
+        },
+    }
+}
+
+/// The locked-memory limit of this process.
+pub fn memlock_facts() -> MemlockFacts {
+    match memcall::lock_limit() {
+        Ok(l) => MemlockFacts {
+            soft_bytes: l.soft.bytes(),
+            hard_bytes: l.hard.bytes(),
+            cap_ipc_lock: l.exempt,
+            locked_now_bytes: l.locked_now,
+            error: None,
+        },
+        Err(e) => MemlockFacts {
+            soft_bytes: None,
+            hard_bytes: None,
+            cap_ipc_lock: None,
+            locked_now_bytes: memcall::locked_bytes(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+fn core_facts() -> CoreFacts {
+    let (rlimit_soft, rlimit_hard) = sys::core_limit().unwrap_or((Some(0), Some(0)));
+    CoreFacts {
+        rlimit_soft,
+        rlimit_hard,
+        core_pattern: read_trimmed("/proc/sys/kernel/core_pattern"),
+        core_uses_pid: read_trimmed("/proc/sys/kernel/core_uses_pid"),
+        suid_dumpable: read_trimmed("/proc/sys/fs/suid_dumpable"),
+        dumpable: memcall::is_dumpable().ok(),
+        coredump_filter: read_trimmed("/proc/self/coredump_filter"),
+    }
+}
+
+/// Runs in the `probe` child: syscalls a seccomp filter might answer by killing the process.
+pub fn kernel_probes() -> KernelProbes {
+    let guard_install = match sys::probe_guard_install() {
+        Ok(()) => Probe {
+            works: true,
+            detail: "MADV_GUARD_INSTALL accepted".to_owned(),
+        },
+        Err(e) => Probe {
+            works: false,
+            detail: format!("MADV_GUARD_INSTALL refused: {e}"),
+        },
+    };
+    let memfd_secret = match sys::probe_memfd_secret() {
+        Ok(()) => Probe {
+            works: true,
+            detail: "memfd_secret page created, mapped, written and released".to_owned(),
+        },
+        Err((stage, e)) => Probe {
+            works: false,
+            detail: format!("{stage} failed: {e}"),
+        },
+    };
+    KernelProbes {
+        guard_install,
+        memfd_secret,
+    }
+}
+
+fn probes_in_child() -> KernelProbes {
+    let failed = |why: String| KernelProbes {
+        guard_install: Probe {
+            works: false,
+            detail: why.clone(),
+        },
+        memfd_secret: Probe {
+            works: false,
+            detail: why,
+        },
+    };
+    match child::run(&["probe".to_owned()], &ChildOptions::default()) {
+        Ok(out) => out.report().unwrap_or_else(|| {
+            failed(format!(
+                "the probe process {} without a report (a seccomp filter may forbid these calls)",
+                out.describe()
+            ))
+        }),
+        Err(e) => failed(format!("could not start the probe process: {e}")),
+    }
+}
+
+fn protections() -> Protections {
+    let kernel = probes_in_child();
+    let (no_dump, no_fork, no_huge_pages) = match memcall::Region::alloc(1) {
+        Ok(r) => {
+            let h = r.hardening();
+            let _ = r.free();
+            (
+                Probe::from_outcome(h.no_dump),
+                Probe::from_outcome(h.no_fork),
+                Probe::from_outcome(h.no_huge_pages),
+            )
+        }
+        Err(e) => {
+            let p = Probe {
+                works: false,
+                detail: format!("could not map a page: {e}"),
+            };
+            (p.clone(), p.clone(), p)
+        }
+    };
+    Protections {
+        no_dump,
+        no_fork,
+        no_huge_pages,
+        guard_install: kernel.guard_install,
+        memfd_secret: kernel.memfd_secret,
+    }
+}
+
+/// Gathers every host fact (spawns one short probe child).
+pub fn gather() -> HostFacts {
+    HostFacts {
+        os: os_facts(),
+        page_size: memcall::page_size(),
+        memlock: memlock_facts(),
+        core: core_facts(),
+        protections: protections(),
+    }
+}

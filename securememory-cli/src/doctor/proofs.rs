@@ -1,0 +1,296 @@
+//! The live proofs, run from the parent: start a child scenario, then judge how it ended and what it printed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::child::{self, ChildOptions, ChildOutcome};
+use crate::cli::Flavour;
+use crate::doctor::host::CoreFacts;
+use crate::doctor::scenarios::Line;
+use crate::holder::{unhex, Holder};
+use crate::report::Status;
+
+#[derive(Debug, Serialize)]
+pub struct Proof {
+    /// "fault-on-touch", "not-in-core-file" or "not-readable-after-fork".
+    pub proof: &'static str,
+    pub flavour: &'static str,
+    pub status: Status,
+    pub evidence: String,
+}
+
+fn proof(proof: &'static str, flavour: &'static str, status: Status, evidence: String) -> Proof {
+    Proof {
+        proof,
+        flavour,
+        status,
+        evidence,
+    }
+}
+
+fn scenario(
+    name: &str,
+    flavour: Option<Flavour>,
+    opts: &ChildOptions<'_>,
+) -> Result<ChildOutcome, String> {
+    let mut args = vec![name.to_owned()];
+    if let Some(f) = flavour {
+        args.extend(["--flavour".to_owned(), f.name().to_owned()]);
+    }
+    child::run(&args, opts).map_err(|e| format!("could not start the child process: {e}"))
+}
+
+fn child_error(out: &ChildOutcome) -> Option<String> {
+    out.reports::<Line>().into_iter().find_map(|l| l.error)
+}
+
+/// A secret's page, read while at rest, must fault.
+pub fn fault_on_touch(flavour: Flavour) -> Proof {
+    const NAME: &str = "fault-on-touch";
+    let out = match scenario("fault", Some(flavour), &ChildOptions::default()) {
+        Ok(o) => o,
+        Err(e) => return proof(NAME, flavour.name(), Status::Fail, e),
+    };
+    let lines = out.reports::<Line>();
+    let reached = lines.iter().any(|l| l.touching == Some(true));
+    let faulted = out.killed_by(libc::SIGSEGV) || out.killed_by(libc::SIGBUS);
+    let (status, evidence) = match (reached, faulted) {
+        (true, true) => (
+            Status::Pass,
+            format!(
+                "the child read its secret's page at rest and was {}",
+                out.describe()
+            ),
+        ),
+        (true, false) => (
+            Status::Fail,
+            format!(
+                "the child read its secret's page at rest and {}",
+                out.describe()
+            ),
+        ),
+        (false, _) => (
+            Status::Fail,
+            format!(
+                "the child {} before touching the page: {}",
+                out.describe(),
+                child_error(&out).unwrap_or_else(|| "no report".to_owned())
+            ),
+        ),
+    };
+    proof(NAME, flavour.name(), status, evidence)
+}
+
+/// A forked child must get neither the secret through the library nor by making the page readable itself.
+pub fn not_readable_after_fork(flavour: Flavour) -> Proof {
+    const NAME: &str = "not-readable-after-fork";
+    let out = match scenario("fork", Some(flavour), &ChildOptions::default()) {
+        Ok(o) => o,
+        Err(e) => return proof(NAME, flavour.name(), Status::Fail, e),
+    };
+    let lines = out.reports::<Line>();
+    if let Some(e) = child_error(&out) {
+        return proof(
+            NAME,
+            flavour.name(),
+            Status::Fail,
+            format!("the child could not set up: {e}"),
+        );
+    }
+    let api = lines.iter().find_map(|l| l.api_read.clone());
+    let raw = lines.iter().rev().find_map(|l| l.raw_read.clone());
+    let leaked = lines.iter().any(|l| l.leaked == Some(true));
+    match (api, raw, out.succeeded()) {
+        (Some(api), Some(raw), true) => proof(
+            NAME,
+            flavour.name(),
+            if leaked { Status::Fail } else { Status::Pass },
+            format!("in the forked child the library's access path {api}; {raw}"),
+        ),
+        _ => proof(
+            NAME,
+            flavour.name(),
+            Status::Fail,
+            format!("the fork scenario {} without a full report", out.describe()),
+        ),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn scratch_dir() -> std::io::Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "securememory-doctor-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Where core files land for a child whose working directory is `cwd`, when they land in a file at all.
+fn core_dir(core: &CoreFacts, cwd: &Path) -> Result<PathBuf, String> {
+    let pattern = core.core_pattern.as_deref().unwrap_or("core");
+    if let Some(target) = core.pipe_target() {
+        return Err(format!(
+            "core_pattern pipes core files to `{target}` (a crash collector such as systemd-coredump or apport), \
+             so no core file can be read back here; inspect one with that tool (e.g. `coredumpctl dump`)"
+        ));
+    }
+    let parent = Path::new(pattern).parent().unwrap_or(Path::new(""));
+    if parent.to_string_lossy().contains('%') {
+        return Err(format!(
+            "core_pattern `{pattern}` puts cores in a per-process directory"
+        ));
+    }
+    Ok(if parent.is_absolute() {
+        parent.to_path_buf()
+    } else {
+        cwd.join(parent)
+    })
+}
+
+fn newest_file_since(dir: &Path, since: SystemTime, before: &[PathBuf]) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| !before.contains(&e.path()))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter(|(m, p)| *m >= since && p.is_file())
+        .max_by_key(|(m, _)| *m)
+        .map(|(_, p)| p)
+}
+
+/// A core file of a child holding secrets must contain the heap control marker and none of the secrets.
+pub fn not_in_core_file(core: &CoreFacts) -> Vec<Proof> {
+    const NAME: &str = "not-in-core-file";
+    let flavours: Vec<Flavour> = Flavour::ALL
+        .into_iter()
+        .filter(|&f| Holder::available(f))
+        .collect();
+    let all = |status: Status, evidence: String| -> Vec<Proof> {
+        flavours
+            .iter()
+            .map(|f| proof(NAME, f.name(), status, evidence.clone()))
+            .collect()
+    };
+    let cwd = match scratch_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            return all(
+                Status::Skip,
+                format!("cannot prove here: no scratch directory ({e})"),
+            )
+        }
+    };
+    let result = (|| {
+        let dir = core_dir(core, &cwd)
+            .map_err(|why| (Status::Skip, format!("cannot prove here: {why}")))?;
+        let before: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let start = SystemTime::now() - Duration::from_secs(1);
+        let opts = ChildOptions {
+            cwd: Some(&cwd),
+            env: vec![("SECUREMEMORY_KEEP_CORE_DUMPS", "1".to_owned())],
+            timeout: Duration::from_secs(120),
+        };
+        let out = scenario("core", None, &opts).map_err(|e| (Status::Fail, e))?;
+        let lines = out.reports::<Line>();
+        if let Some(e) = child_error(&out) {
+            return Err((Status::Fail, format!("the child could not set up: {e}")));
+        }
+        let control = lines
+            .iter()
+            .find(|l| l.flavour.is_none() && l.marker.is_some());
+        let Some(control) = control else {
+            return Err((
+                Status::Fail,
+                format!("the child {} before holding its secrets", out.describe()),
+            ));
+        };
+        let Some(path) = newest_file_since(&dir, start, &before) else {
+            return Err((
+                Status::Skip,
+                format!(
+                    "cannot prove here: the child {} but wrote no core file in {} (its RLIMIT_CORE was {}, \
+                     dumpable {})",
+                    out.describe(),
+                    dir.display(),
+                    match control.core_limit {
+                        Some(Some(b)) => format!("{b} bytes"),
+                        _ => "unlimited".to_owned(),
+                    },
+                    control.dumpable.map_or("unknown".to_owned(), |d| d.to_string())
+                ),
+            ));
+        };
+        let bytes = std::fs::read(&path)
+            .map_err(|e| (Status::Fail, format!("reading {}: {e}", path.display())));
+        if !path.starts_with(&cwd) {
+            let _ = std::fs::remove_file(&path);
+        }
+        let bytes = bytes?;
+        let marker_at = control
+            .marker
+            .as_deref()
+            .and_then(unhex)
+            .and_then(|m| contains(&bytes, &m));
+        let Some(marker_at) = marker_at else {
+            return Err((
+                Status::Fail,
+                format!(
+                    "the core file ({} bytes) lacks the heap control marker, so it proves nothing",
+                    bytes.len()
+                ),
+            ));
+        };
+        let head = format!(
+            "core file of {} bytes ({}); heap control marker found at offset {marker_at}",
+            bytes.len(),
+            out.describe()
+        );
+        Ok(flavours
+            .iter()
+            .map(|f| {
+                let secret = lines
+                    .iter()
+                    .find(|l| l.flavour.as_deref() == Some(f.name()))
+                    .and_then(|l| l.marker.as_deref())
+                    .and_then(unhex);
+                match secret.map(|s| contains(&bytes, &s)) {
+                    Some(None) => proof(
+                        NAME,
+                        f.name(),
+                        Status::Pass,
+                        format!("{head}; secret absent"),
+                    ),
+                    Some(Some(at)) => proof(
+                        NAME,
+                        f.name(),
+                        Status::Fail,
+                        format!("{head}; SECRET FOUND at offset {at}"),
+                    ),
+                    None => proof(
+                        NAME,
+                        f.name(),
+                        Status::Fail,
+                        "the child reported no secret".to_owned(),
+                    ),
+                }
+            })
+            .collect())
+    })();
+    let _ = std::fs::remove_dir_all(&cwd);
+    result.unwrap_or_else(|(status, evidence)| all(status, evidence))
+}

@@ -1,0 +1,178 @@
+//! The doctor's report as readable text.
+
+use std::fmt::Write;
+
+use super::DoctorReport;
+use crate::report::{bytes, Status, Table};
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    }
+}
+
+fn host_section(r: &DoctorReport, out: &mut String) {
+    let h = &r.host;
+    let mut t = Table::new(&["host", "value"]);
+    t.row(vec![
+        "os".into(),
+        format!(
+            "{} {} {}{}",
+            h.os.sysname,
+            h.os.release,
+            h.os.machine,
+            h.os.distribution
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        ),
+    ]);
+    t.row(vec!["page size".into(), format!("{} bytes", h.page_size)]);
+    let m = &h.memlock;
+    t.row(vec![
+        "RLIMIT_MEMLOCK".into(),
+        match &m.error {
+            Some(e) => format!("unreadable: {e}"),
+            None => format!("{} soft, {} hard", bytes(m.soft_bytes), bytes(m.hard_bytes)),
+        },
+    ]);
+    t.row(vec![
+        "CAP_IPC_LOCK".into(),
+        match m.cap_ipc_lock {
+            Some(true) => "yes: this process may lock beyond the limit".to_owned(),
+            other => yes_no(other).to_owned(),
+        },
+    ]);
+    t.row(vec![
+        "locked now".into(),
+        bytes(Some(m.locked_now_bytes.unwrap_or(0))),
+    ]);
+    let c = &h.core;
+    t.row(vec![
+        "RLIMIT_CORE".into(),
+        format!(
+            "{} soft, {} hard",
+            bytes(c.rlimit_soft),
+            bytes(c.rlimit_hard)
+        ),
+    ]);
+    t.row(vec![
+        "core_pattern".into(),
+        c.core_pattern
+            .clone()
+            .unwrap_or_else(|| "unreadable".into()),
+    ]);
+    t.row(vec![
+        "dumpable / suid_dumpable".into(),
+        format!(
+            "{} / {}",
+            c.dumpable.map_or("unknown".into(), |d| d.to_string()),
+            c.suid_dumpable.as_deref().unwrap_or("unknown")
+        ),
+    ]);
+    t.row(vec![
+        "coredump_filter".into(),
+        c.coredump_filter
+            .clone()
+            .unwrap_or_else(|| "unknown".into()),
+    ]);
+    out.push_str(&t.render());
+}
+
+fn capacity_section(r: &DoctorReport, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\nHow many {}-byte secrets fit under the locked-memory limit",
+        r.secret_size
+    );
+    let mut t = Table::new(&[
+        "flavour",
+        "locked/secret",
+        "mapped/secret",
+        "by arithmetic",
+        "measured",
+        "how measured",
+    ]);
+    for c in &r.capacity {
+        let (measured, how) = match (&c.measured, &c.not_measured) {
+            (Some(m), _) => (
+                m.count.to_string(),
+                format!(
+                    "child allocated until {}{} in {} ms",
+                    match m.stopped_by.as_str() {
+                        "lock-limit" => "the limit refused",
+                        "cap" => "the cap (limit not binding)",
+                        _ => "an error",
+                    },
+                    if m.ipc_lock_dropped {
+                        ", CAP_IPC_LOCK dropped"
+                    } else {
+                        ""
+                    },
+                    m.elapsed_ms
+                ),
+            ),
+            (None, Some(why)) => ("not available".to_owned(), why.clone()),
+            (None, None) => ("not available".to_owned(), String::new()),
+        };
+        t.row(vec![
+            c.flavour.to_owned(),
+            bytes(Some(c.locked_bytes_per_secret)),
+            bytes(Some(c.mapped_bytes_per_secret)),
+            c.by_arithmetic
+                .map_or("unbounded".to_owned(), |n| n.to_string()),
+            measured,
+            how,
+        ]);
+    }
+    out.push_str(&t.render());
+}
+
+fn checks_section(r: &DoctorReport, out: &mut String) {
+    out.push_str("\nChecks and live proofs\n");
+    let mut t = Table::new(&["status", "check", "evidence"]);
+    for c in &r.checks {
+        t.row(vec![
+            c.status.to_string(),
+            c.check.clone(),
+            c.detail.clone(),
+        ]);
+    }
+    out.push_str(&t.render());
+    // Checks that share a fix (the same limit for several flavours) get one line.
+    let mut fixes: Vec<(Vec<String>, &str)> = Vec::new();
+    for c in r.checks.iter().filter(|c| c.status != Status::Pass) {
+        let Some(fix) = c.fix.as_deref() else {
+            continue;
+        };
+        match fixes.iter_mut().find(|(_, f)| *f == fix) {
+            Some((names, _)) => names.push(c.check.clone()),
+            None => fixes.push((vec![c.check.clone()], fix)),
+        }
+    }
+    if !fixes.is_empty() {
+        out.push_str("\nFixes\n");
+        for (names, fix) in fixes {
+            let _ = writeln!(out, "- {}: {fix}", names.join(", "));
+        }
+    }
+}
+
+/// The whole report as text.
+pub fn text(r: &DoctorReport) -> String {
+    let mut out = format!(
+        "securememory doctor {}: can this host keep secrets?\n\n",
+        r.version
+    );
+    host_section(r, &mut out);
+    capacity_section(r, &mut out);
+    checks_section(r, &mut out);
+    if r.ok {
+        out.push_str("\nResult: every guarantee holds on this host.\n");
+    } else {
+        let _ = writeln!(out, "\nResult: FAILING: {}", r.failing.join(", "));
+    }
+    out
+}

@@ -1,0 +1,188 @@
+//! What the child processes of the live proofs do. Each prints JSON lines on stdout (flushed before anything
+//! that may kill it) and then faults, aborts or exits as its proof requires.
+
+use serde::{Deserialize, Serialize};
+
+use crate::child::emit;
+use crate::cli::Flavour;
+use crate::holder::{hex, unhex, Holder};
+use crate::sys;
+
+/// Size of the secrets the proofs hold.
+pub const PROOF_SECRET_LEN: usize = 32;
+
+/// A line a scenario child prints.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Line {
+    pub flavour: Option<String>,
+    /// Hex of a secret (or of the heap control marker when `flavour` is `None`).
+    pub marker: Option<String>,
+    /// The child reached the step that must fault.
+    pub touching: Option<bool>,
+    /// The child survived a step that had to fault.
+    pub survived: Option<bool>,
+    pub error: Option<String>,
+    /// Fork proof: what the library's own access path did in the forked child.
+    pub api_read: Option<String>,
+    /// Fork proof: what a raw mprotect + read did in the forked child.
+    pub raw_read: Option<String>,
+    /// Fork proof: the raw read returned the secret.
+    pub leaked: Option<bool>,
+    /// Core proof: RLIMIT_CORE soft side after raising it (`None` = unlimited) and PR_GET_DUMPABLE.
+    pub core_limit: Option<Option<u64>>,
+    pub dumpable: Option<bool>,
+}
+
+fn fail(message: String) -> i32 {
+    emit(&Line {
+        error: Some(message),
+        ..Line::default()
+    });
+    2
+}
+
+/// Holds a secret, then reads its first byte while it is at rest. Returns the exit code if it survives.
+pub fn fault(flavour: Flavour) -> i32 {
+    let holder = match Holder::random(flavour, PROOF_SECRET_LEN) {
+        Ok(h) => h,
+        Err(e) => return fail(e.message),
+    };
+    let addr = match holder.data_addr() {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    emit(&Line {
+        flavour: Some(flavour.name().to_owned()),
+        touching: Some(true),
+        ..Line::default()
+    });
+    // SAFETY: `addr` is the secret's first byte, which must now be no-access; the fault ends this process.
+    let byte = unsafe { sys::touch(addr as *const u8) };
+    std::hint::black_box(byte);
+    emit(&Line {
+        survived: Some(true),
+        ..Line::default()
+    });
+    3
+}
+
+/// Holds one secret per available flavour and a heap control marker, then aborts to dump core.
+pub fn core() -> i32 {
+    if let Err(e) = sys::raise_core_limit() {
+        return fail(format!("could not raise RLIMIT_CORE: {e}"));
+    }
+    let mut held = Vec::new();
+    for flavour in Flavour::ALL.into_iter().filter(|&f| Holder::available(f)) {
+        let holder = match Holder::random(flavour, PROOF_SECRET_LEN) {
+            Ok(h) => h,
+            Err(e) => return fail(format!("{}: {}", flavour.name(), e.message)),
+        };
+        match holder.hex() {
+            Ok(marker) => emit(&Line {
+                flavour: Some(flavour.name().to_owned()),
+                marker: Some(marker),
+                ..Line::default()
+            }),
+            Err(e) => return fail(e),
+        }
+        held.push(holder);
+    }
+    let mut control = vec![0u8; PROOF_SECRET_LEN];
+    if let Err(e) = sys::getrandom(&mut control) {
+        return fail(format!("getrandom: {e}"));
+    }
+    emit(&Line {
+        marker: Some(hex(&control)),
+        core_limit: Some(sys::core_limit().ok().and_then(|(soft, _)| soft)),
+        dumpable: memcall::is_dumpable().ok(),
+        ..Line::default()
+    });
+    std::hint::black_box((&control, &held));
+    sys::abort()
+}
+
+/// Holds a secret, forks, and has the forked child try the library's access path and then a raw read.
+pub fn fork(flavour: Flavour) -> i32 {
+    let holder = match Holder::random(flavour, PROOF_SECRET_LEN) {
+        Ok(h) => h,
+        Err(e) => return fail(e.message),
+    };
+    let (marker, addr) = match (holder.hex(), holder.data_addr()) {
+        (Ok(m), Ok(a)) => (m, a),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let Some(expected) = unhex(&marker) else {
+        return fail("malformed marker".to_owned());
+    };
+    // SAFETY: this child process is single-threaded (scenarios spawn no threads), so the forked child may run
+    // ordinary code; it only reads and then calls `_exit`.
+    let pid = match unsafe { sys::fork() } {
+        Ok(pid) => pid,
+        Err(e) => return fail(format!("fork: {e}")),
+    };
+    if pid == 0 {
+        forked_child(&holder, addr, &expected)
+    }
+    match sys::wait(pid) {
+        Ok(Ok(code)) => code,
+        Ok(Err(sig)) => {
+            emit(&Line {
+                raw_read: Some(format!(
+                    "the forked child was killed by {} (signal {sig}) reading the page",
+                    sys::signal_name(sig)
+                )),
+                leaked: Some(false),
+                ..Line::default()
+            });
+            0
+        }
+        Err(e) => fail(format!("waitpid: {e}")),
+    }
+}
+
+fn forked_child(holder: &Holder, addr: usize, expected: &[u8]) -> ! {
+    let api_read = match holder.with_bytes(|b| b == expected) {
+        Ok(true) => "the access path returned the secret".to_owned(),
+        Ok(false) => "the access path returned other bytes".to_owned(),
+        Err(e) => format!("refused: {e}"),
+    };
+    let api_leaked = api_read.starts_with("the access path returned the secret");
+    let line = |raw: String, leaked: bool| {
+        let l = Line {
+            api_read: Some(api_read.clone()),
+            raw_read: Some(raw),
+            leaked: Some(leaked),
+            ..Line::default()
+        };
+        let mut text = serde_json::to_string(&l).unwrap_or_default();
+        text.push('\n');
+        sys::write_stdout_raw(text.as_bytes());
+    };
+    // SAFETY: this forked child exits right after; nothing else relies on the page's protection here.
+    if let Err(e) = unsafe { sys::protect_page_readable(addr) } {
+        line(
+            format!("mprotect(READ) on the page failed: {e}"),
+            api_leaked,
+        );
+        sys::exit_now(0);
+    }
+    // Announce the read first: if it faults, the parent still learns the access path's result.
+    line("mprotect(READ) succeeded; reading".to_owned(), api_leaked);
+    let got: Vec<u8> = (0..expected.len())
+        // SAFETY: the page was just made readable; a fault here is an acceptable outcome of the proof.
+        .map(|i| unsafe { sys::touch((addr + i) as *const u8) })
+        .collect();
+    let leaked = got == expected;
+    let what = if leaked {
+        "read the secret"
+    } else if got.iter().all(|&b| b == 0) {
+        "read zeros (wiped on fork)"
+    } else {
+        "read other bytes"
+    };
+    line(
+        format!("mprotect(READ) succeeded and {what}"),
+        api_leaked || leaked,
+    );
+    sys::exit_now(0)
+}

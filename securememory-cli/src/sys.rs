@@ -1,0 +1,263 @@
+//! The few raw system calls the doctor needs beyond `memcall`: host identity, core-dump switches, capability
+//! dropping, kernel-feature probes and the deliberate faults of the live proofs. All `unsafe` of the binary is
+//! here.
+
+use std::io;
+
+/// `uname(2)` fields.
+pub struct Uname {
+    pub sysname: String,
+    pub release: String,
+    pub version: String,
+    pub machine: String,
+}
+
+fn c_chars(field: &[libc::c_char]) -> String {
+    let bytes: Vec<u8> = field
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub fn uname() -> io::Result<Uname> {
+    // SAFETY: `utsname` is plain old data; all-zero is a valid value.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Uname {
+        sysname: c_chars(&u.sysname),
+        release: c_chars(&u.release),
+        version: c_chars(&u.version),
+        machine: c_chars(&u.machine),
+    })
+}
+
+/// `RLIMIT_CORE` as (soft, hard); `None` means unlimited.
+pub fn core_limit() -> io::Result<(Option<u64>, Option<u64>)> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // rlim_t is u64 on Linux but not on every Unix.
+    #[allow(clippy::unnecessary_cast)]
+    let side = |v: libc::rlim_t| (v != libc::RLIM_INFINITY).then_some(v as u64);
+    Ok((side(rl.rlim_cur), side(rl.rlim_max)))
+}
+
+/// Raises the soft core-file limit to the hard one (always allowed), so this process can dump core.
+pub fn raise_core_limit() -> io::Result<()> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    rl.rlim_cur = rl.rlim_max;
+    // SAFETY: `rl` is a valid rlimit whose soft side does not exceed its hard side.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Maps three private pages and asks for a guard on the first one with `MADV_GUARD_INSTALL` (Linux 6.13+;
+/// libc has no constant for it yet).
+#[cfg(target_os = "linux")]
+pub fn probe_guard_install() -> io::Result<()> {
+    const MADV_GUARD_INSTALL: libc::c_int = 102;
+    let page = memcall::page_size();
+    // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            3 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `p..p+page` is the start of the mapping made above, which nothing else uses.
+    let r = unsafe { libc::madvise(p, page, MADV_GUARD_INSTALL) };
+    let err = io::Error::last_os_error();
+    // SAFETY: `p..p+3*page` is exactly the mapping made above.
+    unsafe { libc::munmap(p, 3 * page) };
+    if r != 0 {
+        return Err(err);
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn probe_guard_install() -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Creates a `memfd_secret` (syscall 447) page, maps it, writes it and releases it. Returns the stage and the
+/// error when a step fails.
+#[cfg(target_os = "linux")]
+pub fn probe_memfd_secret() -> Result<(), (&'static str, io::Error)> {
+    const SYS_MEMFD_SECRET: libc::c_long = 447;
+    let page = memcall::page_size();
+    // SAFETY: memfd_secret takes only flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(SYS_MEMFD_SECRET, libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(("memfd_secret", io::Error::last_os_error()));
+    }
+    let fd = fd as libc::c_int;
+    let result = (|| {
+        // SAFETY: `fd` is the descriptor created above.
+        if unsafe { libc::ftruncate(fd, page as libc::off_t) } != 0 {
+            return Err(("ftruncate", io::Error::last_os_error()));
+        }
+        // SAFETY: a shared mapping of our own descriptor at a kernel-chosen address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(("mmap", io::Error::last_os_error()));
+        }
+        // SAFETY: `p` is a fresh read-write mapping of one page; the write faults the page in.
+        unsafe { p.cast::<u8>().write_volatile(1) };
+        // SAFETY: `p..p+page` is exactly the mapping made above.
+        unsafe { libc::munmap(p, page) };
+        Ok(())
+    })();
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    result
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn probe_memfd_secret() -> Result<(), (&'static str, io::Error)> {
+    Err(("memfd_secret", io::ErrorKind::Unsupported.into()))
+}
+
+/// Reads one byte at `addr` with a volatile load. The live proofs call this on pages that must be unreadable, in
+/// a child process whose death by SIGSEGV is the expected outcome.
+///
+/// # Safety
+/// `addr` must be an address the caller expects to be either readable or to fault; reading it must not race
+/// with a writer. A fault terminates the process.
+pub unsafe fn touch(addr: *const u8) -> u8 {
+    // SAFETY: forwarded to the caller.
+    unsafe { addr.read_volatile() }
+}
+
+/// `fork()`. Returns 0 in the child and the child's pid in the parent.
+///
+/// # Safety
+/// The calling process must be single-threaded, or the child must only do async-signal-safe work before
+/// `exit_now`.
+pub unsafe fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: forwarded to the caller.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
+/// How a waited-for child ended: `Ok(code)` for an exit, `Err(signal)` for a kill.
+pub fn wait(pid: libc::pid_t) -> io::Result<Result<i32, i32>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-parameter; `pid` is our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        Ok(Err(libc::WTERMSIG(status)))
+    } else {
+        Ok(Ok(libc::WEXITSTATUS(status)))
+    }
+}
+
+/// Writes `bytes` to stdout with one `write(2)`, bypassing Rust's buffered stdout (for forked children).
+pub fn write_stdout_raw(bytes: &[u8]) {
+    // SAFETY: `bytes` is a valid buffer of `bytes.len()` bytes; fd 1 may be closed, which only yields an error.
+    unsafe { libc::write(1, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Ends the process at once without running destructors or atexit handlers (used in forked children).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and always sound to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// Fills `buf` from the kernel's random source.
+pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: `buf[done..]` is valid for writes of `buf.len() - done` bytes.
+        let r = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        done += r as usize;
+    }
+    Ok(())
+}
+
+/// A signal's name for messages.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+/// Makes the page holding `addr` readable with `mprotect` (what code in a forked child could try).
+///
+/// # Safety
+/// Changing the protection of memory someone else relies on is only sound in a process about to exit.
+pub unsafe fn protect_page_readable(addr: usize) -> io::Result<()> {
+    let page = memcall::page_size();
+    let start = addr & !(page - 1);
+    // SAFETY: forwarded to the caller; mprotect on an unmapped range only returns ENOMEM.
+    if unsafe { libc::mprotect(start as *mut libc::c_void, page, libc::PROT_READ) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ends the process with SIGABRT (and a core file where the host writes them).
+pub fn abort() -> ! {
+    std::process::abort()
+}

@@ -1,0 +1,218 @@
+//! Runs the real binary: `doctor --json` must report passing proofs on this host and `bench --quick --json` must
+//! print one well-formed object per case.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn securememory(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_securememory"))
+        .args(args)
+        .output()
+        .expect("the securememory binary runs")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn doctor_json_reports_host_facts_capacity_and_passing_proofs() {
+    let out = securememory(&["doctor", "--json", "--size", "64"]);
+    let report = stdout_json(&out);
+    assert_eq!(report["secret_size"], 64);
+
+    let memlock = &report["host"]["memlock"];
+    for key in [
+        "soft_bytes",
+        "hard_bytes",
+        "cap_ipc_lock",
+        "locked_now_bytes",
+    ] {
+        assert!(
+            memlock.get(key).is_some(),
+            "host.memlock.{key} missing: {memlock}"
+        );
+    }
+    for key in ["rlimit_soft", "rlimit_hard", "core_pattern", "dumpable"] {
+        assert!(
+            report["host"]["core"].get(key).is_some(),
+            "host.core.{key} missing"
+        );
+    }
+    for key in [
+        "no_dump",
+        "no_fork",
+        "no_huge_pages",
+        "guard_install",
+        "memfd_secret",
+    ] {
+        assert!(
+            report["host"]["protections"][key]["works"].is_boolean(),
+            "host.protections.{key}.works missing"
+        );
+    }
+
+    let capacity = report["capacity"].as_array().expect("capacity is a list");
+    assert!(!capacity.is_empty());
+    let page = memcall::page_size() as u64;
+    for c in capacity {
+        assert_eq!(
+            c["locked_bytes_per_secret"], page,
+            "64 bytes round up to one page: {c}"
+        );
+        let measured = &c["measured"];
+        if !measured.is_null() {
+            let count = measured["count"].as_u64().expect("count");
+            assert!(count > 0, "at least one secret fits: {c}");
+            // Measured under the limit, the count cannot beat the arithmetic by more than the cap's slack.
+            if let Some(arith) = c["by_arithmetic"].as_u64() {
+                assert!(count <= arith + arith / 8 + 16, "{c}");
+            }
+        }
+    }
+    assert!(
+        capacity.iter().any(|c| !c["measured"].is_null()),
+        "some flavour was measured"
+    );
+
+    let proofs = report["proofs"].as_array().expect("proofs is a list");
+    for name in [
+        "fault-on-touch",
+        "not-readable-after-fork",
+        "not-in-core-file",
+    ] {
+        let of_kind: Vec<&Value> = proofs.iter().filter(|p| p["proof"] == name).collect();
+        assert!(!of_kind.is_empty(), "no {name} proof ran");
+        for p in of_kind {
+            assert_eq!(p["status"], "pass", "{name} failed here: {p}");
+            assert!(!p["evidence"].as_str().unwrap_or("").is_empty());
+        }
+    }
+
+    assert_eq!(report["ok"], true, "failing: {}", report["failing"]);
+    assert_eq!(report["failing"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "doctor exits 0 when every guarantee holds"
+    );
+}
+
+/// Runs the binary without CAP_IPC_LOCK (through util-linux `setpriv`) when this process has it, so the
+/// locked-memory limit binds as it does for an unprivileged service.
+fn securememory_unprivileged(args: &[&str]) -> Output {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if cap_eff & (1 << 14) == 0 {
+        return securememory(args);
+    }
+    Command::new("setpriv")
+        .args(["--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock"])
+        .arg(env!("CARGO_BIN_EXE_securememory"))
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) is needed to drop CAP_IPC_LOCK for this test")
+}
+
+#[test]
+fn doctor_fails_naming_the_memlock_check_when_too_many_secrets_are_expected() {
+    let out = securememory_unprivileged(&["doctor", "--json", "--expect", "1000000"]);
+    let report = stdout_json(&out);
+    assert_eq!(report["host"]["memlock"]["cap_ipc_lock"], false);
+    if report["host"]["memlock"]["soft_bytes"].is_null() {
+        return; // an unlimited RLIMIT_MEMLOCK holds any number of secrets
+    }
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report["ok"], false);
+    let failing = report["failing"].as_array().unwrap();
+    assert!(
+        failing
+            .iter()
+            .all(|f| f.as_str().unwrap().starts_with("memlock capacity")),
+        "only the capacity checks fail: {failing:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("failing: memlock capacity"), "{stderr}");
+    let fix = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "fail")
+        .and_then(|c| c["fix"].as_str())
+        .unwrap_or("");
+    assert!(
+        fix.contains("ulimit -l") && fix.contains("LimitMEMLOCK") && fix.contains("IPC_LOCK"),
+        "{fix}"
+    );
+}
+
+#[test]
+fn bench_quick_json_prints_one_object_per_case() {
+    let out = securememory(&["bench", "--quick", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        rows.len() >= 10,
+        "the whole benchmark set is listed:\n{text}"
+    );
+    let mut measured = 0;
+    for row in &rows {
+        for key in ["name", "ns_per_op", "baseline", "baseline_ns", "ratio"] {
+            assert!(row.get(key).is_some(), "{key} missing in {row}");
+        }
+        assert!(row["name"].is_string() && row["baseline"].is_string());
+        match (
+            row["ns_per_op"].as_f64(),
+            row["baseline_ns"].as_f64(),
+            row["ratio"].as_f64(),
+        ) {
+            (Some(ns), Some(base), Some(ratio)) => {
+                measured += 1;
+                assert!(ns > 0.0 && base > 0.0, "{row}");
+                assert!(
+                    (ratio - ns / base).abs() <= 1e-6 * ratio.max(1.0),
+                    "ratio is ns/baseline: {row}"
+                );
+            }
+            (None, None, None) => {
+                let note = row["note"].as_str().unwrap_or("");
+                assert!(
+                    note.contains("not available"),
+                    "a row without figures says why: {row}"
+                );
+            }
+            _ => panic!("figures must be all present or all absent: {row}"),
+        }
+    }
+    assert!(measured > 0, "at least one case was timed:\n{text}");
+}
+
+#[test]
+fn help_and_version_work_and_bad_sizes_are_refused() {
+    let help = securememory(&["--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("doctor") && text.contains("bench") && !text.contains("__child"));
+
+    let version = securememory(&["--version"]);
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+
+    let zero = securememory(&["doctor", "--size", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "clap rejects a zero size");
+}
