@@ -10,6 +10,7 @@ use crate::core::registry;
 /// another thread are wiped as soon as that use ends; buffers in use on the calling thread (purge called from
 /// inside an access closure) are wiped when the access ends.
 pub fn purge() {
+    crate::enclave::destroy_key();
     for item in registry::live_items() {
         item.purge();
     }

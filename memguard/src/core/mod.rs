@@ -1,6 +1,10 @@
 //! The private core: guarded pages, the canary, the purge registry, the enclave key and its crypto. All of the
 //! crate's `unsafe` lives here.
 
+pub(crate) mod access;
 pub(crate) mod canary;
+pub(crate) mod coffer;
+pub(crate) mod crypto;
 pub(crate) mod region;
 pub(crate) mod registry;
+pub(crate) mod views;

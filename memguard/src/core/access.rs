@@ -1,0 +1,278 @@
+//! The state behind a [`LockedBuffer`](crate::LockedBuffer) and the guards that hand out its bytes.
+//!
+//! One `RwLock` guards the region: readers share it, writers and destroy/purge take it exclusively, so a slice
+//! handed out by a guard can never outlive the mapping. Invariant: while the region is `Some`, its inner pages
+//! are readable (read-only when frozen, read-write when mutable), never no-access.
+
+use std::cell::Cell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use memcall::Protection;
+
+use super::region::GuardedRegion;
+use super::registry::Purgeable;
+use crate::error::{Error, Result};
+
+thread_local! {
+    /// How many buffer guards this thread holds. A purge running on a thread that holds one must not block on
+    /// a buffer's lock (it could be its own read lock); it marks the buffer instead, and the guard finishes
+    /// the job when it is released.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+pub(crate) struct BufferState {
+    pub(crate) region: Option<GuardedRegion>,
+    pub(crate) mutable: bool,
+    /// `memcall::fork_epoch()` at creation: a forked child has no mapping for the region (no-fork advice), and
+    /// the address range may hold something else there, so the child must neither read nor release it.
+    fork_epoch: u64,
+}
+
+impl BufferState {
+    fn forked(&self) -> bool {
+        memcall::fork_epoch() != self.fork_epoch
+    }
+
+    /// The region, when alive and in the process that made it.
+    pub(crate) fn region(&self) -> Result<&GuardedRegion> {
+        if self.forked() {
+            return Err(Error::Forked);
+        }
+        self.region.as_ref().ok_or(Error::Destroyed)
+    }
+}
+
+pub(crate) struct Shared {
+    state: RwLock<BufferState>,
+    purge_pending: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(region: GuardedRegion) -> Shared {
+        Shared {
+            state: RwLock::new(BufferState {
+                region: Some(region),
+                mutable: true,
+                fork_epoch: memcall::fork_epoch(),
+            }),
+            purge_pending: AtomicBool::new(false),
+        }
+    }
+
+    fn read_lock(&self) -> RwLockReadGuard<'_, BufferState> {
+        // A panic while a writer held the lock leaves the state consistent (every field is set in one step).
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_lock(&self) -> RwLockWriteGuard<'_, BufferState> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Exclusive access to the state, for freeze/melt/destroy. Callers hold `&mut LockedBuffer`, so no guard of
+    /// this buffer exists on any thread; only a concurrent purge can make this wait, briefly.
+    pub(crate) fn state_mut(&self) -> RwLockWriteGuard<'_, BufferState> {
+        let state = self.write_lock();
+        if self.purge_pending.load(Ordering::Acquire) {
+            let mut state = state;
+            destroy_logged(&mut state);
+            return state;
+        }
+        state
+    }
+
+    /// Shared view of the state, for flags and sizes.
+    pub(crate) fn state(&self) -> RwLockReadGuard<'_, BufferState> {
+        self.read_lock()
+    }
+
+    /// Read access to the data.
+    pub(crate) fn read(&self) -> Result<ReadGuard<'_>> {
+        let state = self.read_lock();
+        state.region()?;
+        if self.purge_pending.load(Ordering::Acquire) {
+            drop(state);
+            self.finish_pending_purge();
+            return Err(Error::Destroyed);
+        }
+        HELD.with(|h| h.set(h.get() + 1));
+        Ok(ReadGuard {
+            state,
+            _release: Release(self),
+        })
+    }
+
+    /// Write access to the data; fails when the buffer is frozen.
+    pub(crate) fn write(&self) -> Result<WriteGuard<'_>> {
+        let state = self.state_mut();
+        match state.region() {
+            Err(err) => Err(err),
+            Ok(_) if !state.mutable => Err(Error::Immutable),
+            Ok(_) => {
+                HELD.with(|h| h.set(h.get() + 1));
+                Ok(WriteGuard {
+                    state,
+                    _release: Release(self),
+                })
+            }
+        }
+    }
+
+    fn finish_pending_purge(&self) {
+        if let Ok(mut state) = self.state.try_write() {
+            destroy_logged(&mut state);
+        }
+    }
+}
+
+impl Purgeable for Shared {
+    fn purge(&self) {
+        self.purge_pending.store(true, Ordering::Release);
+        if HELD.with(Cell::get) == 0 {
+            destroy_logged(&mut self.write_lock());
+        } else {
+            // Maybe our own guard holds this lock: never block. If it is busy, its holder finishes the purge
+            // when it lets go.
+            self.finish_pending_purge();
+        }
+    }
+}
+
+/// Destroys the region; used where no caller can receive the error (purge, `Drop`).
+pub(crate) fn destroy_logged(state: &mut BufferState) {
+    if let Err(err) = destroy(state) {
+        log::error!("destroying a locked buffer failed: {err}");
+    }
+}
+
+/// Destroys the region. A failure that hands the region back keeps it in the state, so a later call can retry
+/// and nothing is leaked.
+pub(crate) fn destroy(state: &mut BufferState) -> Result<()> {
+    let forked = state.forked();
+    let Some(region) = state.region.take() else {
+        return Ok(());
+    };
+    state.mutable = false;
+    if forked {
+        // Not ours to release: the parent owns the pages, and here the range may be mapped to something else.
+        std::mem::forget(region);
+        return Ok(());
+    }
+    match region.destroy() {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            state.region = err.region;
+            Err(err.error)
+        }
+    }
+}
+
+/// Changes the protection of an alive buffer to match `mutable`.
+pub(crate) fn set_mutable(state: &mut BufferState, mutable: bool) -> Result<()> {
+    let region = state.region()?;
+    if state.mutable != mutable {
+        let prot = if mutable {
+            Protection::ReadWrite
+        } else {
+            Protection::ReadOnly
+        };
+        region.protect(prot)?;
+        state.mutable = mutable;
+    }
+    Ok(())
+}
+
+/// Read access to a buffer's bytes; the buffer cannot be destroyed, purged or written while it lives.
+#[must_use = "the bytes are readable only while the guard lives"]
+pub struct ReadGuard<'a> {
+    state: RwLockReadGuard<'a, BufferState>,
+    _release: Release<'a>,
+}
+
+/// Write access to a mutable buffer's bytes; nothing else can read or destroy the buffer while it lives.
+#[must_use = "the bytes are writable only while the guard lives"]
+pub struct WriteGuard<'a> {
+    state: RwLockWriteGuard<'a, BufferState>,
+    _release: Release<'a>,
+}
+
+impl Deref for ReadGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let region = self
+            .state
+            .region
+            .as_ref()
+            .expect("checked when the guard was made");
+        // SAFETY:
+        // - the read lock is held for the guard's lifetime, so the region is neither destroyed nor written
+        //   (writers and destroy take the write lock);
+        // - an alive buffer's inner pages are always readable (module invariant).
+        unsafe { region.data() }
+    }
+}
+
+impl Deref for WriteGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let region = self
+            .state
+            .region
+            .as_ref()
+            .expect("checked when the guard was made");
+        // SAFETY: the write lock is held, the region is alive and mutable, hence read-write.
+        unsafe { region.data() }
+    }
+}
+
+impl DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let region = self
+            .state
+            .region
+            .as_ref()
+            .expect("checked when the guard was made");
+        // SAFETY:
+        // - the write lock is held, so this is the only access to the data, and `&mut self` makes the slice
+        //   unique among this guard's borrows;
+        // - the region is alive and mutable, hence read-write (checked when the guard was made; protection is
+        //   only changed under the write lock).
+        unsafe { region.data_mut() }
+    }
+}
+
+impl AsRef<[u8]> for ReadGuard<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Runs after a guard's lock field is dropped (fields drop in declaration order): counts the guard out and
+/// finishes a purge that arrived while the guard was held.
+struct Release<'a>(&'a Shared);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get() - 1));
+        if self.0.purge_pending.load(Ordering::Acquire) {
+            self.0.finish_pending_purge();
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadGuard")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WriteGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteGuard")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,288 @@
+//! [`LockedBuffer`]: an owned, guarded, locked buffer, registered for [`purge`](crate::purge).
+
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Weak};
+
+use memcall::Hardening;
+use subtle::ConstantTimeEq;
+
+use crate::core::access::{self, ReadGuard, Shared, WriteGuard};
+use crate::core::region::{GuardedRegion, Locking};
+use crate::core::registry::{register, Purgeable, Registration};
+use crate::error::{Error, Result};
+
+/// A buffer of secret bytes in guarded, locked pages (see [`GuardedRegion`]).
+///
+/// Owned: dropping it destroys it (wipe, canary check, unlock, unmap; errors are logged), and
+/// [`destroy`](Self::destroy) does the same with the error returned. Every live buffer is registered, so
+/// [`purge`](crate::purge) wipes it; after that every access returns [`Error::Destroyed`].
+///
+/// Bytes are reached through guards ([`bytes`](Self::bytes), [`bytes_mut`](Self::bytes_mut)) or closures
+/// ([`with_bytes`](Self::with_bytes)); a guard holds the buffer's lock, so the bytes cannot be freed, purged
+/// or written under it. Mutating methods take `&mut self`, so they can never wait on a guard of the same
+/// buffer.
+pub struct LockedBuffer {
+    shared: Arc<Shared>,
+    _registration: Registration,
+}
+
+impl fmt::Debug for LockedBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockedBuffer")
+            .field("size", &self.size())
+            .field("alive", &self.is_alive())
+            .field("mutable", &self.is_mutable())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockedBuffer {
+    /// A mutable, zeroed buffer of `size` bytes, locked into RAM.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLength`] for zero; [`Error::Memory`] when mapping or locking fails (the lock error names
+    /// the limit and how to raise it). No other buffer is touched: there is no process-wide purge on failure.
+    pub fn new(size: usize) -> Result<LockedBuffer> {
+        LockedBuffer::with_locking(size, Locking::Required)
+    }
+
+    /// As [`new`](Self::new), choosing whether locking may fail ([`Locking::BestEffort`]).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_locking(size: usize, locking: Locking) -> Result<LockedBuffer> {
+        let region = GuardedRegion::new(size, locking)?;
+        let shared = Arc::new(Shared::new(region));
+        let weak: Weak<dyn Purgeable> = Arc::downgrade(&shared) as Weak<dyn Purgeable>;
+        Ok(LockedBuffer {
+            _registration: register(weak),
+            shared,
+        })
+    }
+
+    /// A frozen buffer holding `src`, which is wiped (Go's `NewBufferFromBytes`, a move).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) (an empty `src` is [`Error::InvalidLength`]); `src` is left untouched on error.
+    pub fn from_bytes(src: &mut [u8]) -> Result<LockedBuffer> {
+        let mut buf = LockedBuffer::new(src.len())?;
+        buf.move_from(src)?;
+        buf.freeze()?;
+        Ok(buf)
+    }
+
+    /// A frozen buffer of `size` random bytes from the OS.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new), plus [`Error::Random`].
+    pub fn random(size: usize) -> Result<LockedBuffer> {
+        let mut buf = LockedBuffer::new(size)?;
+        buf.scramble()?;
+        buf.freeze()?;
+        Ok(buf)
+    }
+
+    /// Makes the data read-only. A no-op when already frozen.
+    ///
+    /// # Errors
+    /// [`Error::Destroyed`]; [`Error::Memory`] when `mprotect` fails (the state is unchanged then).
+    pub fn freeze(&mut self) -> Result<()> {
+        access::set_mutable(&mut self.shared.state_mut(), false)
+    }
+
+    /// Makes the data read-write. A no-op when already mutable.
+    ///
+    /// # Errors
+    /// As [`freeze`](Self::freeze).
+    pub fn melt(&mut self) -> Result<()> {
+        access::set_mutable(&mut self.shared.state_mut(), true)
+    }
+
+    /// Read access to the bytes, held until the guard is dropped. The guard also offers typed views
+    /// ([`as_array`](ReadGuard::as_array), [`as_u64s`](ReadGuard::as_u64s), ...).
+    ///
+    /// # Errors
+    /// [`Error::Destroyed`] after destroy or purge; [`Error::Forked`] in a forked child.
+    pub fn bytes(&self) -> Result<ReadGuard<'_>> {
+        self.shared.read()
+    }
+
+    /// Write access to the bytes of a mutable buffer.
+    ///
+    /// # Errors
+    /// [`Error::Immutable`] when frozen; otherwise as [`bytes`](Self::bytes).
+    pub fn bytes_mut(&mut self) -> Result<WriteGuard<'_>> {
+        self.shared.write()
+    }
+
+    /// Runs `f` on the bytes.
+    ///
+    /// # Errors
+    /// As [`bytes`](Self::bytes).
+    pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        Ok(f(&self.bytes()?))
+    }
+
+    /// Runs `f` on the bytes of a mutable buffer.
+    ///
+    /// # Errors
+    /// As [`bytes_mut`](Self::bytes_mut).
+    pub fn with_bytes_mut<R>(&mut self, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        Ok(f(&mut self.bytes_mut()?))
+    }
+
+    /// Runs `f` on the bytes as UTF-8 text. (Go's `String()` aliases the protected memory with an immutable
+    /// string that outlives the buffer; this borrow cannot.)
+    ///
+    /// # Errors
+    /// [`Error::Utf8`] when the bytes are not UTF-8; otherwise as [`bytes`](Self::bytes).
+    pub fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> Result<R> {
+        let bytes = self.bytes()?;
+        let text = std::str::from_utf8(&bytes).map_err(Error::Utf8)?;
+        Ok(f(text))
+    }
+
+    /// A reader over the bytes (`std::io::Read`, `Seek`, `BufRead`); it holds read access while it lives.
+    ///
+    /// # Errors
+    /// As [`bytes`](Self::bytes).
+    pub fn reader(&self) -> Result<io::Cursor<ReadGuard<'_>>> {
+        Ok(io::Cursor::new(self.bytes()?))
+    }
+
+    /// Copies `src` into the start of the buffer, as much as fits; returns how many bytes were copied. The
+    /// copy's timing depends on the lengths only, never on the bytes.
+    ///
+    /// # Errors
+    /// As [`bytes_mut`](Self::bytes_mut).
+    pub fn copy(&mut self, src: &[u8]) -> Result<usize> {
+        self.copy_at(0, src)
+    }
+
+    /// Copies `src` into the buffer from `offset` on, as much as fits; returns how many bytes were copied.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] when `offset` is past the end; otherwise as [`bytes_mut`](Self::bytes_mut).
+    pub fn copy_at(&mut self, offset: usize, src: &[u8]) -> Result<usize> {
+        let mut data = self.bytes_mut()?;
+        let len = data.len();
+        let dst = data
+            .get_mut(offset..)
+            .ok_or(Error::OutOfRange { offset, len })?;
+        let n = dst.len().min(src.len());
+        dst[..n].copy_from_slice(&src[..n]);
+        Ok(n)
+    }
+
+    /// As [`copy`](Self::copy), then wipes all of `src` (Go's `Move`).
+    ///
+    /// # Errors
+    /// As [`copy`](Self::copy); `src` is not wiped on error.
+    pub fn move_from(&mut self, src: &mut [u8]) -> Result<usize> {
+        self.move_at(0, src)
+    }
+
+    /// As [`copy_at`](Self::copy_at), then wipes all of `src` (Go's `MoveAt`).
+    ///
+    /// # Errors
+    /// As [`copy_at`](Self::copy_at); `src` is not wiped on error.
+    pub fn move_at(&mut self, offset: usize, src: &mut [u8]) -> Result<usize> {
+        let n = self.copy_at(offset, src)?;
+        memcall::wipe_bytes(src);
+        Ok(n)
+    }
+
+    /// Overwrites the bytes with random ones from the OS.
+    ///
+    /// # Errors
+    /// [`Error::Random`]; otherwise as [`bytes_mut`](Self::bytes_mut).
+    pub fn scramble(&mut self) -> Result<()> {
+        crate::util::scramble_bytes(&mut self.bytes_mut()?)
+    }
+
+    /// Overwrites the bytes with zeros.
+    ///
+    /// # Errors
+    /// As [`bytes_mut`](Self::bytes_mut).
+    pub fn wipe(&mut self) -> Result<()> {
+        memcall::wipe_bytes(&mut self.bytes_mut()?);
+        Ok(())
+    }
+
+    /// Size in bytes; 0 once destroyed.
+    pub fn size(&self) -> usize {
+        self.shared.state().region().map_or(0, GuardedRegion::len)
+    }
+
+    /// Same as [`size`](Self::size).
+    pub fn len(&self) -> usize {
+        self.size()
+    }
+
+    /// True once destroyed (a live buffer is never empty).
+    pub fn is_empty(&self) -> bool {
+        self.size() == 0
+    }
+
+    /// True until destroyed or purged.
+    pub fn is_alive(&self) -> bool {
+        self.shared.state().region().is_ok()
+    }
+
+    /// True when alive and writable (not frozen).
+    pub fn is_mutable(&self) -> bool {
+        let state = self.shared.state();
+        state.region().is_ok() && state.mutable
+    }
+
+    /// True when the data pages are locked into RAM (always, unless made with [`Locking::BestEffort`]).
+    pub fn is_locked(&self) -> bool {
+        self.shared
+            .state()
+            .region()
+            .is_ok_and(GuardedRegion::is_locked)
+    }
+
+    /// Which per-region hardening took effect, while alive.
+    pub fn hardening(&self) -> Option<Hardening> {
+        self.shared
+            .state()
+            .region()
+            .ok()
+            .map(GuardedRegion::hardening)
+    }
+
+    /// Constant-time comparison with `other` (the lengths are not secret). A destroyed buffer equals nothing,
+    /// not even an empty slice (Go's says otherwise despite its documentation).
+    pub fn equal_to(&self, other: &[u8]) -> bool {
+        self.bytes()
+            .map(|data| bool::from(data.ct_eq(other)))
+            .unwrap_or(false)
+    }
+
+    /// Wipes the data, verifies the canary, then unlocks and unmaps the pages. Idempotent. In a forked child it
+    /// only forgets the buffer: the pages belong to the parent.
+    ///
+    /// # Errors
+    /// [`Error::CanaryCorrupted`] when something wrote around the data (the pages are released anyway, and the
+    /// buffer is dead); [`Error::Memory`] when a page operation fails, in which case the buffer stays alive and
+    /// `destroy` can be retried.
+    pub fn destroy(&mut self) -> Result<()> {
+        access::destroy(&mut self.shared.state_mut())
+    }
+}
+
+impl PartialEq<[u8]> for LockedBuffer {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.equal_to(other)
+    }
+}
+
+impl Drop for LockedBuffer {
+    fn drop(&mut self) {
+        if let Err(err) = self.destroy() {
+            log::error!("destroying a dropped locked buffer failed: {err}");
+        }
+    }
+}

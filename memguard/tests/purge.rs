@@ -1,0 +1,112 @@
+//! Purge: every registered buffer and the enclave key are wiped, from any thread, without deadlock.
+//!
+//! Purge is process-wide, so these tests live in their own binary and take turns (`serial`).
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use memguard::{purge, Enclave, Error, LockedBuffer};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[test]
+fn purge_destroys_buffers_and_later_use_is_an_error() {
+    let _serial = serial();
+    let mut a = LockedBuffer::from_bytes(&mut [3u8; 32]).unwrap();
+    let b = LockedBuffer::new(10).unwrap();
+    purge();
+    assert!(!a.is_alive() && !b.is_alive());
+    assert!(matches!(a.bytes(), Err(Error::Destroyed)));
+    assert!(matches!(a.melt(), Err(Error::Destroyed)));
+    a.destroy().unwrap();
+    // New buffers work after a purge.
+    let c = LockedBuffer::from_bytes(&mut [4u8; 8]).unwrap();
+    assert!(c.equal_to(&[4u8; 8]));
+}
+
+#[test]
+fn purge_inside_an_access_does_not_deadlock_and_wipes_when_the_access_ends() {
+    let _serial = serial();
+    let buf = LockedBuffer::from_bytes(&mut [5u8; 16]).unwrap();
+    let seen = buf
+        .with_bytes(|b| {
+            purge();
+            // Still readable: this access holds the buffer.
+            b.to_vec()
+        })
+        .unwrap();
+    assert_eq!(seen, vec![5u8; 16]);
+    assert!(!buf.is_alive(), "wiped once the access ended");
+}
+
+#[test]
+fn purge_waits_for_readers_on_other_threads() {
+    let _serial = serial();
+    let buf = LockedBuffer::from_bytes(&mut [6u8; 16]).unwrap();
+    let guard = buf.bytes().unwrap();
+    std::thread::scope(|s| {
+        let purger = s.spawn(purge);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The reader still sees its bytes while the purge waits for it.
+        assert_eq!(&*guard, &[6u8; 16]);
+        drop(guard);
+        purger.join().unwrap();
+    });
+    assert!(!buf.is_alive());
+}
+
+#[test]
+fn enclaves_cannot_be_opened_after_purge_and_new_ones_work() {
+    let _serial = serial();
+    let enclave = Enclave::new(&mut b"before".to_vec()).unwrap();
+    assert!(enclave.open().unwrap().equal_to(b"before"));
+    purge();
+    assert!(matches!(enclave.open(), Err(Error::DecryptionFailed)));
+    let fresh = Enclave::new(&mut b"after".to_vec()).unwrap();
+    assert!(fresh.open().unwrap().equal_to(b"after"));
+}
+
+#[test]
+fn purge_stops_the_rekeying_thread() {
+    let _serial = serial();
+    drop(Enclave::new(&mut [1u8; 4]).unwrap());
+    assert!(memguard::is_rekeying());
+    purge();
+    assert!(!memguard::is_rekeying());
+    drop(Enclave::new(&mut [1u8; 4]).unwrap());
+    assert!(memguard::is_rekeying(), "a new key rekeys again");
+    memguard::stop_rekeying();
+    assert!(!memguard::is_rekeying());
+    let enclave = Enclave::new(&mut [2u8; 4]).unwrap();
+    assert!(
+        enclave.open().unwrap().equal_to(&[2u8; 4]),
+        "the key works without rekeying"
+    );
+}
+
+#[test]
+fn purge_reaches_other_registered_items() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Weak};
+    struct Item(AtomicUsize);
+    impl memguard::Purgeable for Item {
+        fn purge(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let _serial = serial();
+    let item = Arc::new(Item(AtomicUsize::new(0)));
+    let registration = memguard::register(Arc::downgrade(&item) as Weak<dyn memguard::Purgeable>);
+    purge();
+    assert_eq!(item.0.load(Ordering::SeqCst), 1);
+    drop(registration);
+    purge();
+    assert_eq!(
+        item.0.load(Ordering::SeqCst),
+        1,
+        "deregistered items are not purged"
+    );
+}
