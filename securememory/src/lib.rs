@@ -1,1 +1,180 @@
-//! The Secret API (placeholder until the crate lands).
+//! Secrets in memory that is never swapped, never dumped, unreadable except inside a short access window,
+//! and wiped on release: the Rust port of GoDaddy's `securememory`.
+//!
+//! ```
+//! use securememory::{ProtectedMemorySecretFactory, Secret, SecretExtensions, SecretFactory};
+//!
+//! let factory = ProtectedMemorySecretFactory::new();
+//! let mut key = *b"thisismy32bytesecretthatiwilluse";
+//! let secret = factory.new(&mut key)?;           // copied into locked pages; `key` is wiped
+//! assert_eq!(key, [0u8; 32]);
+//! let len = secret.with_bytes(|bytes| Ok(bytes.len()))?; // readable only inside the closure
+//! assert_eq!(len, 32);
+//! secret.close()?;                               // wiped, unlocked, unmapped
+//! # Ok::<(), securememory::Error>(())
+//! ```
+//!
+//! # Flavours
+//! - [`protected_memory`]: whole pages of its own per secret, data at offset 0.
+//! - [`memguard`](crate::memguard): guard pages before and after, and a canary checked on close.
+//!
+//! Both share one access state machine: the first closure to enter makes the pages read-only, the last to
+//! leave makes them no-access again; closures in between cost one atomic operation. `close` refuses new
+//! closures, waits for running ones, then wipes and frees.
+//!
+//! # Core dumps
+//! Creating the first factory in a process disables core dumps for the whole process (soft and hard
+//! `RLIMIT_CORE` set to 0), as the Go library does on import. To keep them, call [`keep_core_dumps`] before
+//! creating any factory, or set the environment variable `SECUREMEMORY_KEEP_CORE_DUMPS=1`. Either way every
+//! secret's pages are excluded from core dumps individually where the OS allows it (see
+//! [`ProtectionReport::no_dump`]).
+//!
+//! # Locking
+//! Factories require locked pages by default; a locked-memory limit that is reached fails creation with a
+//! typed error. [`Locking::BestEffort`] is the named weaker mode (see
+//! [`ProtectedMemorySecretFactory::with_locking`]).
+//!
+//! # Fork
+//! Pages are not inherited by forked children (`MADV_DONTFORK` and equivalents), and a secret used in a child
+//! returns [`Error::Forked`] instead of touching memory that is not there.
+//!
+//! # Features
+//! - `metrics`: counters, gauges and timers through the `metrics` facade (see [`mod@metrics`]).
+//! - `debug_backtrace`: a secret dropped without `close` is logged at debug level with the backtrace of its
+//!   creation.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod access;
+mod core_dumps;
+mod error;
+pub mod memguard;
+pub mod metrics;
+mod primitive;
+pub mod protected_memory;
+mod reader;
+mod report;
+mod shared;
+pub mod stream;
+
+pub use ::memguard::Locking;
+pub use core_dumps::{keep_core_dumps, KEEP_CORE_DUMPS_ENV};
+pub use error::{Error, Result};
+
+/// The guarded-buffer crate, under a name that does not clash with this crate's `memguard` flavour module.
+pub(crate) use ::memguard as mg;
+pub use memguard::{MemguardSecret, MemguardSecretFactory};
+pub use protected_memory::{ProtectedMemorySecret, ProtectedMemorySecretFactory};
+pub use reader::SecretReader;
+pub use report::ProtectionReport;
+
+/// The pieces of the access state machine, exposed only to the loom model in `tests/loom.rs`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_model {
+    pub use crate::access::{AccessState, DestroyFailed, Pages};
+}
+
+/// Sensitive bytes in protected memory. Always [`close`](Secret::close) a secret when done (dropping it closes
+/// it too).
+///
+/// The trait is object-safe; [`SecretExtensions`] adds the generic conveniences to every `Secret`, including
+/// `dyn Secret`.
+pub trait Secret: Send + Sync {
+    /// Makes the bytes readable, passes them to `action`, and makes them unreadable again.
+    ///
+    /// `action` must not keep a reference to the bytes: they are unreadable after it returns.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] (and `action` is not run) once the secret is closed; `action`'s own error; a failure to
+    /// re-protect the pages combined with `action`'s error in [`Error::Released`].
+    fn with_bytes_dyn(&self, action: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>;
+
+    /// True once the secret is closed.
+    fn is_closed(&self) -> bool;
+
+    /// Wipes and frees the secret, after waiting for running closures. Calling it again does nothing.
+    ///
+    /// # Errors
+    /// [`Error::CloseInsideAccess`] from inside this secret's own closure; [`Error::Forked`] in a forked child;
+    /// the failed step otherwise (the secret then stays unusable and `close` can be retried).
+    fn close(&self) -> Result<()>;
+
+    /// Length of the secret in bytes (at least 1).
+    fn len(&self) -> usize;
+
+    /// Always false: a secret holds at least one byte.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A new reader at the start of the secret.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the secret is closed.
+    fn reader(&self) -> Result<SecretReader<'_>>;
+
+    /// Which protections took effect for this secret.
+    fn protections(&self) -> ProtectionReport;
+}
+
+/// Generic conveniences over [`Secret`], implemented for every secret.
+pub trait SecretExtensions: Secret {
+    /// Runs `action` on the readable bytes and returns its value.
+    ///
+    /// # Errors
+    /// As [`Secret::with_bytes_dyn`].
+    fn with_bytes<F, R>(&self, action: F) -> Result<R>
+    where
+        F: FnOnce(&[u8]) -> Result<R>;
+
+    /// Runs `action` on the readable bytes and returns the bytes it makes (which live in ordinary memory).
+    ///
+    /// # Errors
+    /// As [`Secret::with_bytes_dyn`].
+    fn with_bytes_func<F>(&self, action: F) -> Result<Vec<u8>>
+    where
+        F: FnOnce(&[u8]) -> Result<Vec<u8>>,
+    {
+        self.with_bytes(action)
+    }
+}
+
+impl<S: Secret + ?Sized> SecretExtensions for S {
+    fn with_bytes<F, R>(&self, action: F) -> Result<R>
+    where
+        F: FnOnce(&[u8]) -> Result<R>,
+    {
+        let mut action = Some(action);
+        let mut output = None;
+        self.with_bytes_dyn(&mut |bytes| {
+            if let Some(action) = action.take() {
+                output = Some(action(bytes)?);
+            }
+            Ok(())
+        })?;
+        output.ok_or(Error::Closed)
+    }
+}
+
+/// Makes secrets of one flavour.
+pub trait SecretFactory: Send + Sync {
+    /// The secrets it makes.
+    type Secret: Secret + 'static;
+
+    /// Copies `source` into a new secret, then wipes `source` (left untouched when allocation fails).
+    ///
+    /// Named after Go's `SecretFactory.New`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLength`] for an empty source; [`Error::Memory`] when pages cannot be mapped, locked or
+    /// protected (nothing is leaked).
+    #[allow(clippy::wrong_self_convention, clippy::new_ret_no_self)]
+    fn new(&self, source: &mut [u8]) -> Result<Self::Secret>;
+
+    /// A secret of `size` bytes from the OS random generator, written straight into the locked pages.
+    ///
+    /// # Errors
+    /// As [`SecretFactory::new`], plus [`Error::Random`].
+    fn create_random(&self, size: usize) -> Result<Self::Secret>;
+}

@@ -1,0 +1,355 @@
+//! The access/close state machine shared by both flavours.
+//!
+//! One word of state: the number of closures running on the secret (readers) plus a CLOSING and a CLOSED bit.
+//! - Entering while readers > 0 is one compare-and-swap: the pages are already read-only.
+//! - The 0 → 1 transition takes the mutex, makes the pages read-only, then publishes 1. The 1 → 0 transition
+//!   takes the mutex, takes 1 → 0, then makes the pages no-access. The mutex orders the two protection changes,
+//!   so a page is never made no-access while a reader is inside, and never read before it is read-only.
+//! - `close` sets CLOSING under the mutex (from then on every entry fails with [`Error::Closed`]), waits on a
+//!   condition variable until the readers drain, destroys the pages, and sets CLOSED. A failed destroy leaves
+//!   CLOSING without CLOSED, so `close` can be called again.
+//!
+//! This module and its `pages` submodule hold all of the crate's `unsafe` code: reading the pages inside the
+//! access window, and writing them before they are shared.
+
+mod pages;
+
+use std::cell::Cell;
+
+pub(crate) use pages::Unsealed;
+#[cfg_attr(not(loom), allow(unused_imports))]
+pub use pages::{DestroyFailed, GuardedPages, Pages, ProtectedPages};
+
+use memcall::Protection;
+
+use crate::error::{Error, Result};
+use crate::primitive::{
+    lock, thread_local_cell, wait, AtomicUsize, Condvar, Mutex, Ordering, UnsafeCell,
+};
+
+const CLOSING: usize = 1 << (usize::BITS - 1);
+const CLOSED: usize = 1 << (usize::BITS - 2);
+/// Readers live in the low bits. Each reader is a stack frame, so the count cannot come near this mask.
+const READERS: usize = CLOSED - 1;
+
+/// Shared state of one secret: its pages and who is using them.
+pub struct AccessState<P: Pages> {
+    state: AtomicUsize,
+    /// Held only around the protection changes of the 0 → 1 and 1 → 0 transitions and by `close`.
+    transition: Mutex<()>,
+    /// Signalled by the 1 → 0 transition while closing.
+    drained: Condvar,
+    /// `Some` until `close` destroys the pages. Read only by readers (readers > 0), written only by `close`
+    /// under `transition` with CLOSING set and no readers.
+    pages: UnsafeCell<Option<P>>,
+    /// `memcall::fork_epoch()` at creation: a different value means we are a forked child.
+    epoch: u64,
+    /// Bytes of locked memory released on close (for the locked-bytes gauge).
+    locked_bytes: usize,
+}
+
+// SAFETY:
+// - `P: Send + Sync`; the only non-thread-safe field is the `UnsafeCell`, whose accesses follow the protocol above:
+//   shared reads while readers > 0, the one mutable access in `close` with the mutex held, CLOSING set and no
+//   readers (so no shared read can exist or start).
+unsafe impl<P: Pages> Sync for AccessState<P> {}
+// SAFETY: every field is `Send` given `P: Send`.
+unsafe impl<P: Pages> Send for AccessState<P> {}
+
+impl<P: Pages> AccessState<P> {
+    /// Takes over sealed (no-access) pages.
+    pub fn new(pages: P, locked_bytes: usize) -> Self {
+        AccessState {
+            state: AtomicUsize::new(0),
+            transition: Mutex::new(()),
+            drained: Condvar::new(),
+            pages: UnsafeCell::new(Some(pages)),
+            epoch: memcall::fork_epoch(),
+            locked_bytes,
+        }
+    }
+
+    /// True when this process is a forked child of the one that created the secret.
+    pub fn is_forked(&self) -> bool {
+        memcall::fork_epoch() != self.epoch
+    }
+
+    /// True once `close` has destroyed the pages.
+    pub fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// Closures running on the secret right now.
+    pub fn readers(&self) -> usize {
+        self.state.load(Ordering::Acquire) & READERS
+    }
+
+    /// Runs `action` on the bytes, readable (read-only) for exactly as long as it runs.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] or [`Error::ReadOnly`] without running `action`; [`Error::Forked`] in a forked child;
+    /// [`Error::Released`] when the pages could not be made no-access afterwards (with `action`'s own error);
+    /// otherwise whatever `action` returned.
+    pub fn with_bytes<R>(&self, action: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        if self.is_forked() {
+            return Err(Error::Forked);
+        }
+        self.enter()?;
+        let unwind = LeaveOnUnwind { state: self };
+        let result = self.pages.with(|slot| {
+            // SAFETY: `enter` succeeded, so readers > 0 until our `leave`: `close` cannot reach its mutable
+            // access to the slot (it needs readers == 0 with CLOSING set).
+            let pages = match unsafe { &*slot } {
+                Some(pages) => pages,
+                None => return Err(Error::Closed),
+            };
+            // SAFETY:
+            // - The pages are read-only: made so before readers became non-zero, made no-access only after
+            //   readers returns to zero, both ordered by the mutex and the acquire/release counter.
+            // - Nothing writes them while readers > 0 (writes happen only before sealing and in `destroy`).
+            // - `action` borrows the slice for this call only; it cannot outlive the access window.
+            action(unsafe { pages.data() })
+        });
+        std::mem::forget(unwind);
+        let released = self.leave();
+        match (result, released) {
+            (result, Ok(())) => result,
+            (Ok(_), Err(protect)) => Err(Error::Released {
+                protect,
+                action: None,
+            }),
+            (Err(action), Err(protect)) => Err(Error::Released {
+                protect,
+                action: Some(Box::new(action)),
+            }),
+        }
+    }
+
+    fn id(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    fn enter(&self) -> Result<()> {
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            if current & (CLOSING | CLOSED) != 0 {
+                return Err(Error::Closed);
+            }
+            if current & READERS == 0 {
+                return self.enter_first();
+            }
+            match self.state.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        on_this_thread::entered(self.id());
+        Ok(())
+    }
+
+    #[cold]
+    fn enter_first(&self) -> Result<()> {
+        let _guard = lock(&self.transition);
+        let current = self.state.load(Ordering::Acquire);
+        if current & (CLOSING | CLOSED) != 0 {
+            return Err(Error::Closed);
+        }
+        // Under the mutex nobody else can take 0 → 1 or 1 → 0, nor set CLOSING: readers > 0 stays > 0 and
+        // readers == 0 stays 0 until we publish.
+        if current & READERS == 0 {
+            self.with_pages(|pages| pages.protect(Protection::ReadOnly))
+                .map_err(Error::ReadOnly)?;
+        }
+        self.state.fetch_add(1, Ordering::AcqRel);
+        on_this_thread::entered(self.id());
+        Ok(())
+    }
+
+    fn leave(&self) -> memcall::Result<()> {
+        on_this_thread::left();
+        let mut current = self.state.load(Ordering::Relaxed);
+        while current & READERS > 1 {
+            match self.state.compare_exchange_weak(
+                current,
+                current - 1,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+        self.leave_last()
+    }
+
+    #[cold]
+    fn leave_last(&self) -> memcall::Result<()> {
+        let _guard = lock(&self.transition);
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let last = current & READERS == 1;
+            match self.state.compare_exchange_weak(
+                current,
+                current - 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if last => break,
+                // Someone entered through the fast path meanwhile: we were not the last after all.
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+        // Readers is 0 and we hold the mutex: no one can be reading, and the next entry waits for us. Go's
+        // semantics: the counter stays decremented even if this fails.
+        let protected = self.with_pages(|pages| pages.protect(Protection::NoAccess));
+        if current & CLOSING != 0 {
+            self.drained.notify_all();
+        }
+        protected
+    }
+
+    /// Runs `f` on the pages; only for callers that hold the mutex with CLOSING clear or readers > 0.
+    fn with_pages<R>(&self, f: impl FnOnce(&P) -> memcall::Result<R>) -> memcall::Result<R> {
+        self.pages.with(|slot| {
+            // SAFETY: the caller holds the mutex, and either readers > 0 or CLOSING is clear, so `close` is not
+            // inside its mutable access (it needs the mutex, CLOSING and no readers) and the slot is not borrowed
+            // mutably. The pages themselves are only handed to `protect`, which does not touch their bytes.
+            match unsafe { &*slot } {
+                Some(pages) => f(pages),
+                None => Err(memcall::Error::InvalidLength { len: 0 }),
+            }
+        })
+    }
+
+    /// Refuses new accessors, waits for the active ones, then destroys the pages. Idempotent; after a failure
+    /// the secret stays closing (unusable) and `close` can be retried.
+    ///
+    /// # Errors
+    /// [`Error::Forked`] in a forked child; [`Error::CloseInsideAccess`] from inside this secret's own closure;
+    /// the failed destroy step otherwise.
+    pub fn close(&self) -> Result<()> {
+        if self.is_forked() {
+            return Err(Error::Forked);
+        }
+        if on_this_thread::maybe_inside(self.id(), self.readers()) {
+            return Err(Error::CloseInsideAccess);
+        }
+        let mut guard = lock(&self.transition);
+        if self.state.fetch_or(CLOSING, Ordering::AcqRel) & CLOSED != 0 {
+            return Ok(());
+        }
+        while self.state.load(Ordering::Acquire) & READERS != 0 {
+            guard = wait(&self.drained, guard);
+        }
+        let (result, freed) = self.pages.with_mut(|slot| {
+            // SAFETY: we hold the mutex, CLOSING is set and readers is 0: no reader holds or can take a shared
+            // borrow (entry fails on CLOSING, the slow path checks it under this mutex), and no other `close`
+            // can run concurrently.
+            let slot = unsafe { &mut *slot };
+            match slot.take() {
+                None => (Ok(()), true),
+                Some(pages) => match pages.destroy() {
+                    Ok(()) => (Ok(()), true),
+                    Err(failed) => {
+                        *slot = failed.pages;
+                        let freed = slot.is_none();
+                        (Err(failed.error), freed)
+                    }
+                },
+            }
+        });
+        if freed {
+            self.state.fetch_or(CLOSED, Ordering::AcqRel);
+            crate::metrics::secret_closed(self.locked_bytes);
+        }
+        drop(guard);
+        result
+    }
+}
+
+impl<P: Pages> Drop for AccessState<P> {
+    fn drop(&mut self) {
+        if self.is_forked() {
+            // In a forked child the pages are not mapped (no-fork advice) or belong to the parent: unmapping the
+            // range could hit an unrelated mapping made since. Forget the handle instead.
+            let pages = self.pages.with_mut(|slot| {
+                // SAFETY: `&mut self`: no other borrow of the slot exists.
+                unsafe { &mut *slot }.take()
+            });
+            std::mem::forget(pages);
+        }
+    }
+}
+
+/// Re-protects the pages when the closure panics; the normal path calls `leave` itself to return its result.
+struct LeaveOnUnwind<'a, P: Pages> {
+    state: &'a AccessState<P>,
+}
+
+impl<P: Pages> Drop for LeaveOnUnwind<'_, P> {
+    fn drop(&mut self) {
+        if let Err(e) = self.state.leave() {
+            // Unwinding already: the error cannot be returned, so it is reported.
+            log::error!(
+                "secret closure panicked and the pages could not be made no-access again: {e}"
+            );
+        }
+    }
+}
+
+/// Which secrets the current thread is inside of, so `close` from inside a closure can be refused instead of
+/// waiting for itself. Fixed-size and allocation-free; deeper nesting than it tracks is remembered as a count.
+mod on_this_thread {
+    use super::{thread_local_cell, Cell};
+
+    const TRACKED: usize = 16;
+
+    pub(super) struct Active {
+        ids: [Cell<usize>; TRACKED],
+        depth: Cell<usize>,
+    }
+
+    impl Active {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const NEW: Active = Active {
+            ids: [const { Cell::new(0) }; TRACKED],
+            depth: Cell::new(0),
+        };
+    }
+
+    thread_local_cell! {
+        static ACTIVE: Active = Active::NEW;
+    }
+
+    pub(super) fn entered(id: usize) {
+        let _ = ACTIVE.try_with(|a| {
+            let depth = a.depth.get();
+            if let Some(slot) = a.ids.get(depth) {
+                slot.set(id);
+            }
+            a.depth.set(depth + 1);
+        });
+    }
+
+    pub(super) fn left() {
+        let _ = ACTIVE.try_with(|a| a.depth.set(a.depth.get().saturating_sub(1)));
+    }
+
+    /// True when this thread is (or, past the tracked depth, may be) inside a closure of secret `id`.
+    pub(super) fn maybe_inside(id: usize, readers: usize) -> bool {
+        ACTIVE
+            .try_with(|a| {
+                let depth = a.depth.get();
+                let tracked = depth.min(TRACKED);
+                a.ids[..tracked].iter().any(|slot| slot.get() == id)
+                    || (depth > TRACKED && readers > 0)
+            })
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,195 @@
+//! The pages a secret lives in, for both flavours, and the only places their bytes are touched.
+
+use memcall::{Protection, Region};
+
+use crate::error::Error;
+
+/// Pages holding one secret's data: what the access state machine needs from a flavour.
+pub trait Pages: Send + Sync + Sized + 'static {
+    /// Changes the protection of the pages that hold the data (guard pages, if any, stay no-access).
+    ///
+    /// # Errors
+    /// The failed system call.
+    fn protect(&self, prot: Protection) -> memcall::Result<()>;
+
+    /// The secret's bytes.
+    ///
+    /// # Safety
+    /// - The pages must be readable for as long as the slice lives.
+    /// - Nothing may write them while the slice lives.
+    unsafe fn data(&self) -> &[u8];
+
+    /// The secret's bytes, writable.
+    ///
+    /// # Safety
+    /// The pages must be read-write for as long as the slice lives.
+    unsafe fn data_mut(&mut self) -> &mut [u8];
+
+    /// Makes the pages writable, wipes them, unlocks and frees them.
+    ///
+    /// # Errors
+    /// The failed step; the pages come back inside the error when they are still mapped, so the caller can
+    /// retry.
+    fn destroy(self) -> Result<(), DestroyFailed<Self>>;
+}
+
+/// [`Pages::destroy`] failed.
+#[derive(Debug)]
+pub struct DestroyFailed<P> {
+    /// Why.
+    pub error: Error,
+    /// The pages, when they are still mapped (`None` when the failure was found after freeing, e.g. a corrupted
+    /// canary).
+    pub pages: Option<P>,
+}
+
+/// Pages that are read-write and owned by nobody else yet: fresh from the allocator. The only way to write
+/// into a secret's pages, and only before it is sealed (made no-access) and shared.
+pub(crate) struct Unsealed<P: Pages> {
+    pages: P,
+}
+
+impl<P: Pages> Unsealed<P> {
+    /// The data bytes, writable.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY:
+        // - `Unsealed` is only built from freshly allocated, read-write pages and offers no way to change
+        //   their protection before `seal` consumes it, so they are still read-write.
+        // - `&mut self` makes this the only borrow of the pages.
+        unsafe { self.pages.data_mut() }
+    }
+
+    /// Makes the pages no-access and hands them over for sharing.
+    ///
+    /// # Errors
+    /// The failed `mprotect`, with the pages so the caller can destroy them.
+    pub(crate) fn seal(self) -> Result<P, (memcall::Error, P)> {
+        match self.pages.protect(Protection::NoAccess) {
+            Ok(()) => Ok(self.pages),
+            Err(e) => Err((e, self.pages)),
+        }
+    }
+
+    /// Gives up on the pages (to destroy them after a failure).
+    pub(crate) fn into_pages(self) -> P {
+        self.pages
+    }
+}
+
+/// Whole pages from [`memcall::Region`], data at offset 0 (the `protected_memory` flavour).
+#[derive(Debug)]
+pub struct ProtectedPages {
+    region: Region,
+    len: usize,
+}
+
+impl ProtectedPages {
+    /// Maps fresh pages for `len` bytes (read-write, zeroed, no-dump, no-fork); locking is the caller's call.
+    pub(crate) fn alloc(len: usize) -> memcall::Result<Unsealed<ProtectedPages>> {
+        let region = Region::alloc(len)?;
+        Ok(Unsealed {
+            pages: ProtectedPages { region, len },
+        })
+    }
+}
+
+impl Unsealed<ProtectedPages> {
+    pub(crate) fn lock(&self) -> memcall::Result<()> {
+        self.pages.region.lock()
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.pages.region
+    }
+
+    /// Shortens the data to `len` bytes (the tail of a stream chunk); the rest of the pages stays zero.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.pages.len = self.pages.len.min(len);
+    }
+}
+
+impl Pages for ProtectedPages {
+    fn protect(&self, prot: Protection) -> memcall::Result<()> {
+        self.region.protect(prot)
+    }
+
+    unsafe fn data(&self) -> &[u8] {
+        // SAFETY: forwarded from this function's contract; `len <= region.len()` by construction.
+        unsafe { &self.region.as_slice()[..self.len] }
+    }
+
+    unsafe fn data_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        // SAFETY: forwarded from this function's contract; `len <= region.len()` by construction.
+        unsafe { &mut self.region.as_mut_slice()[..len] }
+    }
+
+    fn destroy(self) -> Result<(), DestroyFailed<Self>> {
+        let len = self.len;
+        // `free` makes the pages writable, wipes them and unmaps them (which also unlocks them).
+        self.region.free().map_err(|e| DestroyFailed {
+            error: Error::Memory(e.error),
+            pages: Some(ProtectedPages {
+                region: e.region,
+                len,
+            }),
+        })
+    }
+}
+
+/// Guarded pages from [`memguard::GuardedRegion`](crate::mg::GuardedRegion): guard pages around the data,
+/// canary in front of it, data right-aligned (the `memguard` flavour).
+#[derive(Debug)]
+pub struct GuardedPages {
+    region: crate::mg::GuardedRegion,
+}
+
+impl GuardedPages {
+    /// Maps guarded pages for `len` bytes, canary planted, data pages locked per `locking`, data read-write.
+    pub(crate) fn alloc(
+        len: usize,
+        locking: crate::mg::Locking,
+    ) -> Result<Unsealed<GuardedPages>, crate::mg::Error> {
+        let region = crate::mg::GuardedRegion::new(len, locking)?;
+        Ok(Unsealed {
+            pages: GuardedPages { region },
+        })
+    }
+}
+
+impl Unsealed<GuardedPages> {
+    pub(crate) fn region(&self) -> &crate::mg::GuardedRegion {
+        &self.pages.region
+    }
+}
+
+impl Pages for GuardedPages {
+    fn protect(&self, prot: Protection) -> memcall::Result<()> {
+        self.region.protect(prot).map_err(|e| match e {
+            crate::mg::Error::Memory(e) => e,
+            other => memcall::Error::Os {
+                op: memcall::Op::Protect,
+                addr: self.region.as_ptr() as usize,
+                len: self.region.inner_len(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })
+    }
+
+    unsafe fn data(&self) -> &[u8] {
+        // SAFETY: forwarded from this function's contract (readable, no writers).
+        unsafe { self.region.data() }
+    }
+
+    unsafe fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: forwarded from this function's contract (read-write); `&mut self` makes it exclusive.
+        unsafe { self.region.data_mut() }
+    }
+
+    fn destroy(self) -> Result<(), DestroyFailed<Self>> {
+        self.region.destroy().map_err(|e| DestroyFailed {
+            error: Error::from(e.error),
+            pages: e.region.map(|region| GuardedPages { region }),
+        })
+    }
+}

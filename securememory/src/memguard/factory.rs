@@ -1,0 +1,75 @@
+use crate::access::{GuardedPages, Unsealed};
+use crate::error::{Error, Result};
+use crate::metrics::{AllocTimer, Flavour};
+use crate::report::ProtectionReport;
+use crate::shared::{discard, SecretCore};
+use crate::{Locking, SecretFactory};
+
+use super::MemguardSecret;
+
+/// Makes [`MemguardSecret`]s.
+///
+/// Locking works as for [`ProtectedMemorySecretFactory`](crate::ProtectedMemorySecretFactory): required by
+/// default (a reached limit is a typed error, nothing leaked, other secrets untouched), or
+/// [`Locking::BestEffort`] through [`MemguardSecretFactory::with_locking`].
+///
+/// Creating the first factory of the process disables core dumps, see [the crate docs](crate#core-dumps).
+#[derive(Clone, Copy, Debug)]
+pub struct MemguardSecretFactory {
+    locking: Locking,
+}
+
+crate::shared::impl_factory!(MemguardSecretFactory, MemguardSecretFactoryBuilder);
+
+impl MemguardSecretFactory {
+    fn alloc(&self, len: usize) -> Result<Unsealed<GuardedPages>> {
+        if len == 0 {
+            return Err(Error::InvalidLength { len });
+        }
+        GuardedPages::alloc(len, self.locking).map_err(Error::from)
+    }
+
+    fn finish(unsealed: Unsealed<GuardedPages>, len: usize) -> Result<MemguardSecret> {
+        let region = unsealed.region();
+        let locked = if region.is_locked() {
+            region.inner_len()
+        } else {
+            0
+        };
+        let mut report = ProtectionReport::new(region.hardening(), locked);
+        report.guard_pages = true;
+        report.canary = region.canary_len() > 0;
+        SecretCore::seal(unsealed, len, report).map(MemguardSecret::from_core)
+    }
+
+    /// `create_random` with the random source as a parameter, so its failure can be tested.
+    pub(crate) fn create_filled(
+        &self,
+        size: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), getrandom::Error>,
+    ) -> Result<MemguardSecret> {
+        let _timer = AllocTimer::start(Flavour::Memguard);
+        let mut unsealed = self.alloc(size)?;
+        if let Err(e) = fill(unsealed.bytes_mut()) {
+            return Err(discard(Error::Random(e), unsealed.into_pages()));
+        }
+        Self::finish(unsealed, size)
+    }
+}
+
+impl SecretFactory for MemguardSecretFactory {
+    type Secret = MemguardSecret;
+
+    fn new(&self, source: &mut [u8]) -> Result<MemguardSecret> {
+        let _timer = AllocTimer::start(Flavour::Memguard);
+        let mut unsealed = self.alloc(source.len())?;
+        // A plain copy: its timing depends on the length only, never on the bytes.
+        unsealed.bytes_mut().copy_from_slice(source);
+        memcall::wipe_bytes(source);
+        Self::finish(unsealed, source.len())
+    }
+
+    fn create_random(&self, size: usize) -> Result<MemguardSecret> {
+        self.create_filled(size, getrandom::fill)
+    }
+}

@@ -1,0 +1,108 @@
+use crate::access::{ProtectedPages, Unsealed};
+use crate::error::{Error, Result};
+use crate::metrics::{AllocTimer, Flavour};
+use crate::report::ProtectionReport;
+use crate::shared::{discard, SecretCore};
+use crate::Locking;
+use crate::SecretFactory;
+
+use super::ProtectedMemorySecret;
+
+/// Makes [`ProtectedMemorySecret`]s.
+///
+/// [`ProtectedMemorySecretFactory::new`] (and `Default`) require every secret's pages to be locked in RAM:
+/// when the locked-memory limit is reached, creation fails with [`Error::Memory`] holding
+/// [`memcall::Error::LockLimit`] (which says how to raise the limit), nothing is leaked and other secrets are
+/// untouched. [`Locking::BestEffort`] (through [`ProtectedMemorySecretFactory::with_locking`]) accepts pages that
+/// could not be locked, which may then be swapped; each secret's
+/// [`protections()`](crate::Secret::protections) says `locked: false` then.
+///
+/// Creating the first factory of the process disables core dumps, see [the crate docs](crate#core-dumps).
+#[derive(Clone, Copy, Debug)]
+pub struct ProtectedMemorySecretFactory {
+    locking: Locking,
+}
+
+crate::shared::impl_factory!(
+    ProtectedMemorySecretFactory,
+    ProtectedMemorySecretFactoryBuilder
+);
+
+impl ProtectedMemorySecretFactory {
+    /// Maps and locks pages for `len` bytes; returns them with the number of bytes locked.
+    fn alloc(&self, len: usize) -> Result<(Unsealed<ProtectedPages>, usize)> {
+        if len == 0 {
+            return Err(Error::InvalidLength { len });
+        }
+        let unsealed = ProtectedPages::alloc(len).map_err(|e| match e {
+            memcall::Error::InvalidLength { .. } => Error::InvalidLength { len },
+            e => Error::Memory(e),
+        })?;
+        match unsealed.lock() {
+            Ok(()) => {
+                let locked = unsealed.region().len();
+                Ok((unsealed, locked))
+            }
+            Err(e) if self.locking == Locking::BestEffort => {
+                log::debug!("secret pages not locked (best-effort locking): {e}");
+                Ok((unsealed, 0))
+            }
+            Err(e) => Err(discard(Error::Memory(e), unsealed.into_pages())),
+        }
+    }
+
+    fn finish(
+        unsealed: Unsealed<ProtectedPages>,
+        len: usize,
+        locked: usize,
+    ) -> Result<ProtectedMemorySecret> {
+        let report = ProtectionReport::new(unsealed.region().hardening(), locked);
+        SecretCore::seal(unsealed, len, report).map(ProtectedMemorySecret::from_core)
+    }
+
+    /// `create_random` with the random source as a parameter, so its failure can be tested.
+    pub(crate) fn create_filled(
+        &self,
+        size: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), getrandom::Error>,
+    ) -> Result<ProtectedMemorySecret> {
+        let _timer = AllocTimer::start(Flavour::ProtectedMemory);
+        let (mut unsealed, locked) = self.alloc(size)?;
+        if let Err(e) = fill(unsealed.bytes_mut()) {
+            return Err(discard(Error::Random(e), unsealed.into_pages()));
+        }
+        Self::finish(unsealed, size, locked)
+    }
+
+    /// Locked, writable pages for a stream chunk of up to `capacity` bytes.
+    pub(crate) fn chunk(&self, capacity: usize) -> Result<(Unsealed<ProtectedPages>, usize)> {
+        self.alloc(capacity)
+    }
+
+    /// Seals a filled stream chunk into a secret of `len` bytes.
+    pub(crate) fn seal_chunk(
+        mut unsealed: Unsealed<ProtectedPages>,
+        len: usize,
+        locked: usize,
+    ) -> Result<ProtectedMemorySecret> {
+        unsealed.truncate(len);
+        Self::finish(unsealed, len, locked)
+    }
+}
+
+impl SecretFactory for ProtectedMemorySecretFactory {
+    type Secret = ProtectedMemorySecret;
+
+    fn new(&self, source: &mut [u8]) -> Result<ProtectedMemorySecret> {
+        let _timer = AllocTimer::start(Flavour::ProtectedMemory);
+        let (mut unsealed, locked) = self.alloc(source.len())?;
+        // A plain copy: its timing depends on the length only, never on the bytes.
+        unsealed.bytes_mut().copy_from_slice(source);
+        memcall::wipe_bytes(source);
+        Self::finish(unsealed, source.len(), locked)
+    }
+
+    fn create_random(&self, size: usize) -> Result<ProtectedMemorySecret> {
+        self.create_filled(size, getrandom::fill)
+    }
+}

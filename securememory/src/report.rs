@@ -1,0 +1,62 @@
+//! Which protections took effect for one secret.
+
+use std::fmt;
+
+use memcall::{Hardening, Outcome};
+
+/// What protects one secret, as found when it was created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProtectionReport {
+    /// The data pages are locked in RAM (never swapped). False only with
+    /// [`Locking::BestEffort`](crate::Locking::BestEffort) when locking failed.
+    pub locked: bool,
+    /// Left out of core dumps per region (Linux `MADV_DONTDUMP`, BSD `MAP_NOCORE` / `MAP_CONCEAL`).
+    pub no_dump: Outcome,
+    /// Not inherited by forked children (Linux `MADV_DONTFORK`, BSD/macOS `minherit`).
+    pub no_fork: Outcome,
+    /// Kept out of transparent huge pages so protection stays per page.
+    pub no_huge_pages: Outcome,
+    /// No-access guard pages before and after the data (memguard flavour).
+    pub guard_pages: bool,
+    /// A random canary next to the data, checked on close (memguard flavour; absent when the data fills its
+    /// pages exactly).
+    pub canary: bool,
+    /// Use in a forked child is detected and refused with [`Error::Forked`](crate::Error::Forked).
+    pub fork_detection: bool,
+    /// Bytes of memory this secret keeps locked (whole pages).
+    pub locked_bytes: usize,
+}
+
+impl ProtectionReport {
+    pub(crate) fn new(hardening: Hardening, locked_bytes: usize) -> Self {
+        ProtectionReport {
+            locked: locked_bytes > 0,
+            no_dump: hardening.no_dump,
+            no_fork: hardening.no_fork,
+            no_huge_pages: hardening.no_huge_pages,
+            guard_pages: false,
+            canary: false,
+            fork_detection: cfg!(unix),
+            locked_bytes,
+        }
+    }
+}
+
+impl fmt::Display for ProtectionReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            f,
+            "locked: {} ({} bytes), no-dump: {}, no-fork: {}, no-huge-pages: {}, guard pages: {}, canary: {}, fork detection: {}",
+            yes_no(self.locked),
+            self.locked_bytes,
+            self.no_dump,
+            self.no_fork,
+            self.no_huge_pages,
+            yes_no(self.guard_pages),
+            yes_no(self.canary),
+            yes_no(self.fork_detection),
+        )
+    }
+}

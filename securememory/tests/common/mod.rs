@@ -1,0 +1,107 @@
+//! Shared by the integration tests: the two flavours behind one trait, and child-process helpers.
+#![allow(dead_code)]
+
+use std::process::{Command, ExitStatus};
+
+use securememory::{
+    Locking, MemguardSecret, MemguardSecretFactory, ProtectedMemorySecret,
+    ProtectedMemorySecretFactory, Secret, SecretFactory,
+};
+
+pub const KEY: &[u8; 32] = b"thisismy32bytesecretthatiwilluse";
+
+/// One secret flavour: its factory and the introspection the tests need.
+pub trait Flavour {
+    type Factory: SecretFactory<Secret = Self::Secret> + Clone;
+    type Secret: Secret + std::fmt::Debug + 'static;
+    fn factory() -> Self::Factory;
+    fn factory_with(locking: Locking) -> Self::Factory;
+    fn accessors(secret: &Self::Secret) -> usize;
+    /// `mprotect` calls creation makes before sealing the data pages (memguard arms two guard pages).
+    const PROTECTS_BEFORE_SEAL: u32;
+}
+
+pub struct Pm;
+pub struct Mg;
+
+impl Flavour for Pm {
+    type Factory = ProtectedMemorySecretFactory;
+    type Secret = ProtectedMemorySecret;
+    const PROTECTS_BEFORE_SEAL: u32 = 0;
+    fn factory() -> Self::Factory {
+        ProtectedMemorySecretFactory::new()
+    }
+    fn factory_with(locking: Locking) -> Self::Factory {
+        ProtectedMemorySecretFactory::with_locking(locking)
+    }
+    fn accessors(secret: &Self::Secret) -> usize {
+        secret.accessors()
+    }
+}
+
+impl Flavour for Mg {
+    type Factory = MemguardSecretFactory;
+    type Secret = MemguardSecret;
+    const PROTECTS_BEFORE_SEAL: u32 = 2;
+    fn factory() -> Self::Factory {
+        MemguardSecretFactory::new()
+    }
+    fn factory_with(locking: Locking) -> Self::Factory {
+        MemguardSecretFactory::with_locking(locking)
+    }
+    fn accessors(secret: &Self::Secret) -> usize {
+        secret.accessors()
+    }
+}
+
+/// A secret holding `bytes` (copied; the copy is wiped by the factory).
+pub fn secret_of<F: Flavour>(bytes: &[u8]) -> F::Secret {
+    let mut source = bytes.to_vec();
+    F::factory().new(&mut source).expect("create secret")
+}
+
+/// Instantiates each generic test `fn name<F: Flavour>()` once per flavour, in modules `protected_memory`
+/// and `memguard`.
+#[macro_export]
+macro_rules! for_both_flavours {
+    ($($name:ident),* $(,)?) => {
+        mod protected_memory {
+            $( #[test] fn $name() { super::$name::<$crate::common::Pm>() } )*
+        }
+        mod memguard {
+            $( #[test] fn $name() { super::$name::<$crate::common::Mg>() } )*
+        }
+    };
+}
+
+/// Environment variable that tells a re-executed test binary which child scenario to run.
+pub const CHILD_ENV: &str = "SECUREMEMORY_TEST_CHILD";
+
+/// The scenario this process should run as a child, if it is one.
+pub fn child_scenario() -> Option<String> {
+    std::env::var(CHILD_ENV).ok()
+}
+
+/// Runs test `test_name` of this binary again in a child process with `scenario` selected, optionally through
+/// a wrapper command (e.g. `setpriv` to drop a capability), and returns how the child ended and its output.
+pub fn run_child(test_name: &str, scenario: &str, wrapper: &[&str]) -> (ExitStatus, String) {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, scenario)
+        .env("RUST_BACKTRACE", "0");
+    let out = cmd.output().expect("spawn child");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
