@@ -109,6 +109,9 @@ pub enum Scenario {
     Fault {
         #[arg(long, value_enum)]
         flavour: Flavour,
+        /// Touch the first byte after the data (the trailing guard page) instead of the data.
+        #[arg(long)]
+        past_end: bool,
     },
     /// Hold one secret per flavour and a heap marker, then abort to dump core into the working directory.
     Core,

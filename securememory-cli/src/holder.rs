@@ -2,6 +2,10 @@
 //! flavour's own access path.
 
 use memcall::{Protection, Region};
+use securememory::{
+    MemguardSecret, MemguardSecretFactory, ProtectedMemorySecret, ProtectedMemorySecretFactory,
+    SecretFactory,
+};
 
 use crate::cli::Flavour;
 
@@ -21,56 +25,71 @@ impl From<memcall::Error> for HoldError {
     }
 }
 
+impl From<securememory::Error> for HoldError {
+    fn from(e: securememory::Error) -> Self {
+        HoldError {
+            lock_limit: e.memory_error().is_some_and(memcall::Error::is_lock_limit),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// A live secret of one flavour.
 pub enum Holder {
     Region { region: Region, len: usize },
+    ProtectedMemory(ProtectedMemorySecret),
+    Memguard(MemguardSecret),
 }
 
 impl Holder {
     /// Whether this build can hold secrets of `flavour` (the library crates may lack a flavour).
     pub fn available(flavour: Flavour) -> bool {
-        matches!(flavour, Flavour::Region)
+        match flavour {
+            Flavour::Region | Flavour::ProtectedMemory | Flavour::Memguard => true,
+        }
     }
 
     /// A secret of `size` zero bytes, locked (the allocation the capacity count makes).
     pub fn zeroed(flavour: Flavour, size: usize) -> Result<Holder, HoldError> {
-        match flavour {
+        Ok(match flavour {
             Flavour::Region => {
-                let region = Region::alloc(size)?;
-                region.lock()?;
+                let region = locked_region(size)?;
                 region.protect(Protection::NoAccess)?;
-                Ok(Holder::Region { region, len: size })
+                Holder::Region { region, len: size }
             }
-            other => Err(HoldError {
-                lock_limit: false,
-                message: format!(
-                    "the {} flavour is not available in this build",
-                    other.name()
-                ),
-            }),
-        }
+            Flavour::ProtectedMemory => Holder::ProtectedMemory(
+                ProtectedMemorySecretFactory::new().new(&mut vec![0; size])?,
+            ),
+            Flavour::Memguard => {
+                Holder::Memguard(MemguardSecretFactory::new().new(&mut vec![0; size])?)
+            }
+        })
     }
 
-    /// A secret of `size` random bytes that exist nowhere else in the process.
+    /// A secret of `size` random bytes written straight into its pages, so they exist nowhere else in the
+    /// process.
     pub fn random(flavour: Flavour, size: usize) -> Result<Holder, HoldError> {
-        match flavour {
+        Ok(match flavour {
             Flavour::Region => {
-                let holder = Holder::zeroed(flavour, size)?;
-                let Holder::Region { region, len } = &holder;
-                region.protect(Protection::ReadWrite)?;
-                // SAFETY: the region is read-write and freshly ours; `len <= region.len()` since the region is
-                // `len` rounded up to whole pages.
-                let dest = unsafe { std::slice::from_raw_parts_mut(region.as_ptr(), *len) };
+                let region = locked_region(size)?;
+                // SAFETY: the region is read-write and freshly ours; `size <= region.len()` since the region is
+                // `size` rounded up to whole pages.
+                let dest = unsafe { std::slice::from_raw_parts_mut(region.as_ptr(), size) };
                 let filled = crate::sys::getrandom(dest);
                 region.protect(Protection::NoAccess)?;
                 filled.map_err(|e| HoldError {
                     lock_limit: false,
                     message: format!("getrandom: {e}"),
                 })?;
-                Ok(holder)
+                Holder::Region { region, len: size }
             }
-            other => Holder::zeroed(other, size),
-        }
+            Flavour::ProtectedMemory => {
+                Holder::ProtectedMemory(ProtectedMemorySecretFactory::new().create_random(size)?)
+            }
+            Flavour::Memguard => {
+                Holder::Memguard(MemguardSecretFactory::new().create_random(size)?)
+            }
+        })
     }
 
     /// Runs `f` on the secret's bytes inside one access window.
@@ -87,6 +106,20 @@ impl Holder {
                     .map_err(|e| e.to_string())?;
                 Ok(r)
             }
+            Holder::ProtectedMemory(secret) => {
+                secret.with_bytes(|b| Ok(f(b))).map_err(|e| e.to_string())
+            }
+            Holder::Memguard(secret) => secret.with_bytes(|b| Ok(f(b))).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// What protects this secret, as the library reports it (`None` for a bare region).
+    pub fn protections(&self) -> Option<securememory::ProtectionReport> {
+        use securememory::Secret;
+        match self {
+            Holder::Region { .. } => None,
+            Holder::ProtectedMemory(secret) => Some(secret.protections()),
+            Holder::Memguard(secret) => Some(secret.protections()),
         }
     }
 
@@ -99,6 +132,13 @@ impl Holder {
     pub fn data_addr(&self) -> Result<usize, String> {
         self.with_bytes(|b| b.as_ptr() as usize)
     }
+}
+
+/// A read-write, locked region of at least `size` bytes.
+fn locked_region(size: usize) -> Result<Region, HoldError> {
+    let region = Region::alloc(size)?;
+    region.lock()?;
+    Ok(region)
 }
 
 /// Lower-case hex of `bytes`.

@@ -33,7 +33,7 @@ fn run_child(args: &ChildArgs) -> i32 {
             ));
             0
         }
-        Scenario::Fault { flavour } => doctor::scenarios::fault(*flavour),
+        Scenario::Fault { flavour, past_end } => doctor::scenarios::fault(*flavour, *past_end),
         Scenario::Core => doctor::scenarios::core(),
         Scenario::Fork { flavour } => doctor::scenarios::fork(*flavour),
     }

@@ -216,3 +216,29 @@ fn help_and_version_work_and_bad_sizes_are_refused() {
     let zero = securememory(&["doctor", "--size", "0"]);
     assert_eq!(zero.status.code(), Some(2), "clap rejects a zero size");
 }
+
+#[test]
+fn guard_page_proof_discriminates_guarded_from_unguarded_secrets() {
+    use std::os::unix::process::ExitStatusExt;
+    // Read one byte past the data during an access: a guarded secret faults there, an unguarded one (whose
+    // page is readable past its 32 bytes) does not, and the scenario then exits with status 3.
+    let guarded = securememory(&["__child", "fault", "--flavour", "memguard", "--past-end"]);
+    assert_eq!(guarded.status.signal(), Some(libc::SIGSEGV), "{guarded:?}");
+    let unguarded = securememory(&[
+        "__child",
+        "fault",
+        "--flavour",
+        "protected-memory",
+        "--past-end",
+    ]);
+    assert_eq!(unguarded.status.code(), Some(3), "{unguarded:?}");
+    // Read at rest: every flavour faults.
+    for flavour in ["memcall-region", "protected-memory", "memguard"] {
+        let at_rest = securememory(&["__child", "fault", "--flavour", flavour]);
+        assert_eq!(
+            at_rest.status.signal(),
+            Some(libc::SIGSEGV),
+            "{flavour}: {at_rest:?}"
+        );
+    }
+}

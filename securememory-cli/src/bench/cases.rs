@@ -169,6 +169,15 @@ pub fn all() -> Vec<Case> {
                 library::stream_1mib,
             )
         },
+        Case {
+            max_iters: 10_000,
+            ..case(
+                "secret_stream/1_MiB_write_read",
+                Baseline::Floor256,
+                Goal::AtMostNs(1_000_000.0),
+                library::secret_stream_1mib,
+            )
+        },
         case(
             "memcall/region_alloc_lock_free",
             Baseline::Floor,

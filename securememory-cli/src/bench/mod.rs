@@ -24,13 +24,13 @@ impl Plan {
     fn new(quick: bool) -> Plan {
         if quick {
             Plan {
-                batch: Duration::from_millis(15),
-                reps: 5,
+                batch: Duration::from_millis(25),
+                reps: 7,
             }
         } else {
             Plan {
-                batch: Duration::from_millis(60),
-                reps: 9,
+                batch: Duration::from_millis(100),
+                reps: 11,
             }
         }
     }

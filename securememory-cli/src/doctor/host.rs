@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::child::{self, ChildOptions};
+use crate::cli::Flavour;
+use crate::holder::Holder;
 use crate::sys;
 
 #[derive(Debug, Serialize)]
@@ -83,6 +85,55 @@ impl Probe {
 pub struct KernelProbes {
     pub guard_install: Probe,
     pub memfd_secret: Probe,
+    /// The library's own report for one fresh secret of each flavour.
+    #[serde(default)]
+    pub secrets: Vec<SecretProtections>,
+}
+
+/// `Secret::protections()` of one fresh secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretProtections {
+    pub flavour: String,
+    pub locked: bool,
+    pub locked_bytes: usize,
+    pub no_dump: bool,
+    pub no_fork: bool,
+    pub guard_pages: bool,
+    pub canary: bool,
+    pub fork_detection: bool,
+    /// The library's one-line summary, or why no secret could be made.
+    pub summary: String,
+}
+
+fn secret_protections(flavour: Flavour) -> Option<SecretProtections> {
+    let holder = match Holder::zeroed(flavour, 32) {
+        Ok(h) => h,
+        Err(e) => {
+            return Some(SecretProtections {
+                flavour: flavour.name().to_owned(),
+                locked: false,
+                locked_bytes: 0,
+                no_dump: false,
+                no_fork: false,
+                guard_pages: false,
+                canary: false,
+                fork_detection: false,
+                summary: format!("could not create a secret: {}", e.message),
+            })
+        }
+    };
+    let r = holder.protections()?;
+    Some(SecretProtections {
+        flavour: flavour.name().to_owned(),
+        locked: r.locked,
+        locked_bytes: r.locked_bytes,
+        no_dump: r.no_dump.is_applied(),
+        no_fork: r.no_fork.is_applied(),
+        guard_pages: r.guard_pages,
+        canary: r.canary,
+        fork_detection: r.fork_detection,
+        summary: r.to_string(),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +148,8 @@ pub struct Protections {
     pub guard_install: Probe,
     /// memfd_secret(2): pages removed from the kernel's direct map.
     pub memfd_secret: Probe,
+    /// What the library reports for a fresh 32-byte secret of each flavour.
+    pub secrets: Vec<SecretProtections>,
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -187,9 +240,15 @@ pub fn kernel_probes() -> KernelProbes {
             detail: format!("{stage} failed: {e}"),
         },
     };
+    let secrets = Flavour::ALL
+        .into_iter()
+        .filter(|&f| Holder::available(f))
+        .filter_map(secret_protections)
+        .collect();
     KernelProbes {
         guard_install,
         memfd_secret,
+        secrets,
     }
 }
 
@@ -203,6 +262,7 @@ fn probes_in_child() -> KernelProbes {
             works: false,
             detail: why,
         },
+        secrets: Vec::new(),
     };
     match child::run(&["probe".to_owned()], &ChildOptions::default()) {
         Ok(out) => out.report().unwrap_or_else(|| {
@@ -241,6 +301,7 @@ fn protections() -> Protections {
         no_huge_pages,
         guard_install: kernel.guard_install,
         memfd_secret: kernel.memfd_secret,
+        secrets: kernel.secrets,
     }
 }
 

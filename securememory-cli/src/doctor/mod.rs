@@ -165,6 +165,16 @@ fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Proof], expect: u64) ->
         "optional: needs Linux 5.14+ with secretmem enabled (`secretmem.enable=1` on older 6.x kernels) and \
          a seccomp profile that allows syscall 447",
     ));
+    for s in &p.secrets {
+        let guarded = s.flavour != Flavour::Memguard.name() || (s.guard_pages && s.canary);
+        let ok = s.locked && s.no_dump && s.no_fork && s.fork_detection && guarded;
+        out.push(Check {
+            check: format!("secret protections ({})", s.flavour),
+            status: if ok { Status::Pass } else { Status::Fail },
+            detail: s.summary.clone(),
+            fix: (!s.locked).then(|| memlock_fix(s.locked_bytes.max(4096) as u64)),
+        });
+    }
     for proof in proofs {
         out.push(Check {
             check: format!("proof {} ({})", proof.proof, proof.flavour),
@@ -198,6 +208,9 @@ pub fn run(args: &DoctorArgs) -> i32 {
             f.name()
         ));
         proofs.push(proofs::fault_on_touch(f));
+        if f == Flavour::Memguard {
+            proofs.push(proofs::guard_page_after_data(f));
+        }
         proofs.push(proofs::not_readable_after_fork(f));
     }
     progress.step("doctor: dumping core of a child that holds secrets");

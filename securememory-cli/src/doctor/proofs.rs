@@ -33,12 +33,14 @@ fn proof(proof: &'static str, flavour: &'static str, status: Status, evidence: S
 fn scenario(
     name: &str,
     flavour: Option<Flavour>,
+    extra: &[&str],
     opts: &ChildOptions<'_>,
 ) -> Result<ChildOutcome, String> {
     let mut args = vec![name.to_owned()];
     if let Some(f) = flavour {
         args.extend(["--flavour".to_owned(), f.name().to_owned()]);
     }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     child::run(&args, opts).map_err(|e| format!("could not start the child process: {e}"))
 }
 
@@ -48,28 +50,37 @@ fn child_error(out: &ChildOutcome) -> Option<String> {
 
 /// A secret's page, read while at rest, must fault.
 pub fn fault_on_touch(flavour: Flavour) -> Proof {
-    const NAME: &str = "fault-on-touch";
-    let out = match scenario("fault", Some(flavour), &ChildOptions::default()) {
+    touch_must_fault("fault-on-touch", flavour, &[], "its secret's page at rest")
+}
+
+/// The byte right after a guarded secret's data lies on a guard page and must fault, even during access.
+pub fn guard_page_after_data(flavour: Flavour) -> Proof {
+    touch_must_fault(
+        "guard-page-after-data",
+        flavour,
+        &["--past-end"],
+        "the byte after its secret's data during an access",
+    )
+}
+
+fn touch_must_fault(name: &'static str, flavour: Flavour, extra: &[&str], what: &str) -> Proof {
+    let out = match scenario("fault", Some(flavour), extra, &ChildOptions::default()) {
         Ok(o) => o,
-        Err(e) => return proof(NAME, flavour.name(), Status::Fail, e),
+        Err(e) => return proof(name, flavour.name(), Status::Fail, e),
     };
-    let lines = out.reports::<Line>();
-    let reached = lines.iter().any(|l| l.touching == Some(true));
+    let reached = out
+        .reports::<Line>()
+        .iter()
+        .any(|l| l.touching == Some(true));
     let faulted = out.killed_by(libc::SIGSEGV) || out.killed_by(libc::SIGBUS);
     let (status, evidence) = match (reached, faulted) {
         (true, true) => (
             Status::Pass,
-            format!(
-                "the child read its secret's page at rest and was {}",
-                out.describe()
-            ),
+            format!("the child read {what} and was {}", out.describe()),
         ),
         (true, false) => (
             Status::Fail,
-            format!(
-                "the child read its secret's page at rest and {}",
-                out.describe()
-            ),
+            format!("the child read {what} and {}", out.describe()),
         ),
         (false, _) => (
             Status::Fail,
@@ -80,13 +91,13 @@ pub fn fault_on_touch(flavour: Flavour) -> Proof {
             ),
         ),
     };
-    proof(NAME, flavour.name(), status, evidence)
+    proof(name, flavour.name(), status, evidence)
 }
 
 /// A forked child must get neither the secret through the library nor by making the page readable itself.
 pub fn not_readable_after_fork(flavour: Flavour) -> Proof {
     const NAME: &str = "not-readable-after-fork";
-    let out = match scenario("fork", Some(flavour), &ChildOptions::default()) {
+    let out = match scenario("fork", Some(flavour), &[], &ChildOptions::default()) {
         Ok(o) => o,
         Err(e) => return proof(NAME, flavour.name(), Status::Fail, e),
     };
@@ -205,7 +216,7 @@ pub fn not_in_core_file(core: &CoreFacts) -> Vec<Proof> {
             env: vec![("SECUREMEMORY_KEEP_CORE_DUMPS", "1".to_owned())],
             timeout: Duration::from_secs(120),
         };
-        let out = scenario("core", None, &opts).map_err(|e| (Status::Fail, e))?;
+        let out = scenario("core", None, &[], &opts).map_err(|e| (Status::Fail, e))?;
         let lines = out.reports::<Line>();
         if let Some(e) = child_error(&out) {
             return Err((Status::Fail, format!("the child could not set up: {e}")));

@@ -41,33 +41,42 @@ fn fail(message: String) -> i32 {
     2
 }
 
-/// Holds a secret, then reads its first byte while it is at rest. Returns the exit code if it survives.
-pub fn fault(flavour: Flavour) -> i32 {
+/// Holds a secret, then reads its first byte while it is at rest; or, with `past_end`, reads the byte just
+/// after its data from inside an access window, where only a guard page can make it fault. Returns the exit
+/// code if it survives.
+pub fn fault(flavour: Flavour, past_end: bool) -> i32 {
     let holder = match Holder::random(flavour, PROOF_SECRET_LEN) {
         Ok(h) => h,
         Err(e) => return fail(e.message),
     };
-    let addr = match holder.data_addr() {
-        Ok(a) => a,
-        Err(e) => return fail(e),
+    let touch_and_report = |addr: usize| {
+        emit(&Line {
+            flavour: Some(flavour.name().to_owned()),
+            touching: Some(true),
+            ..Line::default()
+        });
+        // SAFETY: `addr` is the secret's first byte (no-access at rest) or the first byte after its data (a
+        // guard page); either must fault, which ends this process.
+        std::hint::black_box(unsafe { sys::touch(addr as *const u8) });
+        emit(&Line {
+            survived: Some(true),
+            ..Line::default()
+        });
     };
-    emit(&Line {
-        flavour: Some(flavour.name().to_owned()),
-        touching: Some(true),
-        ..Line::default()
-    });
-    // SAFETY: `addr` is the secret's first byte, which must now be no-access; the fault ends this process.
-    let byte = unsafe { sys::touch(addr as *const u8) };
-    std::hint::black_box(byte);
-    emit(&Line {
-        survived: Some(true),
-        ..Line::default()
-    });
-    3
+    let touched = if past_end {
+        holder.with_bytes(|b| touch_and_report(b.as_ptr() as usize + b.len()))
+    } else {
+        holder.data_addr().map(touch_and_report)
+    };
+    match touched {
+        Ok(()) => 3,
+        Err(e) => fail(e),
+    }
 }
 
 /// Holds one secret per available flavour and a heap control marker, then aborts to dump core.
 pub fn core() -> i32 {
+    securememory::keep_core_dumps();
     if let Err(e) = sys::raise_core_limit() {
         return fail(format!("could not raise RLIMIT_CORE: {e}"));
     }
