@@ -1,0 +1,56 @@
+"""Secrets in memory that is never swapped, never dumped and unreadable outside a short access window.
+
+>>> from securememory import ProtectedMemorySecretFactory
+>>> factory = ProtectedMemorySecretFactory()
+>>> key = bytearray(b"0123456789abcdef0123456789abcdef")
+>>> with factory.new(key) as secret:  # copies the key into protected pages and wipes `key`
+...     secret.with_bytes(lambda view: view[:4].tobytes())
+b'0123'
+>>> bytes(key) == bytes(32)
+True
+
+* ``ProtectedMemorySecretFactory`` / ``MemguardSecretFactory`` make :class:`Secret` objects from a buffer
+  (``new``, which wipes a writable source) or from the OS random generator (``create_random``).
+* ``Secret.with_bytes(fn)`` calls ``fn`` with a read-only ``memoryview`` over the protected pages themselves (no
+  copy) and returns its result. The view, and every view sliced or cast from it, is released when ``fn``
+  returns: keeping one raises ``ValueError`` on use instead of reading protected or freed memory. Copy what
+  must outlive ``fn`` (``bytes(view)``) -- that copy is ordinary memory.
+* ``Secret.reader()`` is a binary file object (:class:`io.RawIOBase`).
+* Errors derive from :class:`SecureMemoryError` (see :mod:`securememory.exceptions`).
+"""
+
+from __future__ import annotations
+
+from securememory._native import (
+    MemguardSecretFactory,
+    ProtectedMemorySecretFactory,
+    Secret,
+)
+from securememory.exceptions import (
+    CloseInsideAccessError,
+    ForkedProcessError,
+    IntegrityError,
+    InvalidLengthError,
+    MemoryLockError,
+    MemoryProtectionError,
+    RandomSourceError,
+    SecretClosedError,
+    SecureMemoryError,
+)
+from securememory.reader import SecretReader
+
+__all__ = [
+    "CloseInsideAccessError",
+    "ForkedProcessError",
+    "IntegrityError",
+    "InvalidLengthError",
+    "MemguardSecretFactory",
+    "MemoryLockError",
+    "MemoryProtectionError",
+    "ProtectedMemorySecretFactory",
+    "RandomSourceError",
+    "Secret",
+    "SecretClosedError",
+    "SecretReader",
+    "SecureMemoryError",
+]

@@ -1,0 +1,93 @@
+//! The two factories: `ProtectedMemorySecretFactory` and `MemguardSecretFactory`.
+
+use pyo3::prelude::*;
+use securememory::{Locking, SecretFactory};
+
+use crate::errors::{self, Result};
+use crate::secret::Secret;
+use crate::source;
+
+fn locking(best_effort_locking: bool) -> Locking {
+    if best_effort_locking {
+        Locking::BestEffort
+    } else {
+        Locking::Required
+    }
+}
+
+fn repr(class: &str, locking: Locking) -> String {
+    let best_effort = if locking == Locking::BestEffort {
+        "True"
+    } else {
+        "False"
+    };
+    format!("{class}(best_effort_locking={best_effort})")
+}
+
+/// `factory.new(source)`: copies the buffer into a secret and wipes it (a read-only buffer is copied first and
+/// only the copy is wiped). Allocation runs with the GIL released.
+fn new_secret<F>(py: Python<'_>, factory: &F, source: &Bound<'_, PyAny>) -> Result<Secret>
+where
+    F: SecretFactory,
+{
+    let made = source::with_source_bytes(py, source, |bytes| factory.new(bytes))?;
+    Ok(Secret::new(made?))
+}
+
+/// `factory.create_random(size)`.
+fn create_random<F>(py: Python<'_>, factory: &F, size: i64) -> Result<Secret>
+where
+    F: SecretFactory,
+{
+    let size = usize::try_from(size).map_err(|_| errors::invalid_length(py, size))?;
+    Ok(Secret::new(py.detach(|| factory.create_random(size))?))
+}
+
+/// One Python factory class over one Rust factory type; both classes have the same methods.
+macro_rules! factory_class {
+    ($(#[$doc:meta])* $class:ident wraps $rust:ty) => {
+        $(#[$doc])*
+        #[pyclass(frozen, module = "securememory")]
+        pub struct $class {
+            inner: $rust,
+        }
+
+        #[pymethods]
+        impl $class {
+            #[new]
+            #[pyo3(signature = (*, best_effort_locking = false))]
+            fn py_new(best_effort_locking: bool) -> Self {
+                $class {
+                    inner: <$rust>::with_locking(locking(best_effort_locking)),
+                }
+            }
+
+            /// Copies `source` into a new secret and wipes `source`.
+            #[pyo3(name = "new")]
+            fn new_secret(&self, py: Python<'_>, source: &Bound<'_, PyAny>) -> Result<Secret> {
+                new_secret(py, &self.inner, source)
+            }
+
+            /// A new secret of `size` random bytes.
+            fn create_random(&self, py: Python<'_>, size: i64) -> Result<Secret> {
+                create_random(py, &self.inner, size)
+            }
+
+            fn __repr__(&self) -> String {
+                repr(stringify!($class), self.inner.locking())
+            }
+        }
+    };
+}
+
+factory_class! {
+    /// Makes secrets backed by whole protected pages: locked in RAM, left out of core dumps and no-access
+    /// except inside `with_bytes`.
+    ProtectedMemorySecretFactory wraps securememory::ProtectedMemorySecretFactory
+}
+
+factory_class! {
+    /// Makes secrets in guarded buffers: protected pages with guard pages on both sides and a canary checked
+    /// on close.
+    MemguardSecretFactory wraps securememory::MemguardSecretFactory
+}

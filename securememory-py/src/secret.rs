@@ -1,0 +1,136 @@
+//! `securememory.Secret`: a Python handle on a Rust secret of either flavour.
+
+use std::fmt;
+
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+use securememory::SecretExtensions;
+
+use crate::errors::{self, Result};
+use crate::reader::RawSecretReader;
+use crate::view;
+
+/// Bytes kept in locked, never-dumped memory that is readable only inside `with_bytes`.
+#[pyclass(frozen, module = "securememory", name = "Secret")]
+pub struct Secret {
+    inner: Box<dyn securememory::Secret>,
+}
+
+impl Secret {
+    pub(crate) fn new(inner: impl securememory::Secret + 'static) -> Self {
+        Secret {
+            inner: Box::new(inner),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &dyn securememory::Secret {
+        self.inner.as_ref()
+    }
+}
+
+/// Stands in, inside the Rust error, for the exception the callback raised (kept aside as a `PyErr`).
+#[derive(Debug)]
+struct CallbackRaised;
+
+impl fmt::Display for CallbackRaised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the with_bytes callback raised an exception")
+    }
+}
+
+impl std::error::Error for CallbackRaised {}
+
+#[pymethods]
+impl Secret {
+    /// Calls `func(view)` with a read-only memoryview over the secret's bytes and returns what it returns.
+    fn with_bytes(&self, py: Python<'_>, func: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        let mut raised: Option<PyErr> = None;
+        // The GIL is released while waiting to enter the access window (another thread may be closing the
+        // secret or inside its own window) and taken again only to run the callback.
+        let outcome = py.detach(|| {
+            self.inner.with_bytes(|bytes| {
+                Python::attach(|py| view::call_with_view(py, func.bind(py), bytes)).map_err(
+                    |error| {
+                        raised = Some(error);
+                        securememory::Error::action(CallbackRaised)
+                    },
+                )
+            })
+        });
+        match (outcome, raised) {
+            (Ok(value), _) => Ok(value),
+            (Err(securememory::Error::Action(_)), Some(callback_error)) => Err(callback_error),
+            (Err(error), callback_error) => {
+                let error = errors::to_py_err(py, &error);
+                if callback_error.is_some() {
+                    error.set_cause(py, callback_error);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// A binary, read-only file object over the secret's bytes.
+    fn reader(slf: Bound<'_, Self>) -> Result<Bound<'_, PyAny>> {
+        RawSecretReader::open(slf)
+    }
+
+    /// Wipes and releases the memory, waiting for callbacks running in other threads. Idempotent.
+    fn close(&self, py: Python<'_>) -> Result<()> {
+        Ok(py.detach(|| self.inner.close())?)
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (exc_type, exc_value, traceback))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<Bound<'_, PyType>>,
+        exc_value: Option<Bound<'_, PyAny>>,
+        traceback: Option<Bound<'_, PyAny>>,
+    ) -> Result<bool> {
+        let _ = (exc_type, exc_value, traceback);
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<securememory.Secret len={} closed={}>",
+            self.inner.len(),
+            if self.inner.is_closed() {
+                "True"
+            } else {
+                "False"
+            }
+        )
+    }
+}
+
+impl Drop for Secret {
+    /// Close on garbage collection. No callback can be running (it would hold a reference), so this does not
+    /// wait; a failure is reported the way Python reports an exception in `__del__`.
+    fn drop(&mut self) {
+        if let Err(error) = self.inner.close() {
+            let reported =
+                Python::try_attach(|py| errors::to_py_err(py, &error).write_unraisable(py, None));
+            if reported.is_none() {
+                // The interpreter is shutting down; stderr is all that is left.
+                eprintln!("securememory: closing a secret on garbage collection failed: {error}");
+            }
+        }
+    }
+}
