@@ -42,13 +42,6 @@ pub enum Holder {
 }
 
 impl Holder {
-    /// Whether this build can hold secrets of `flavour` (the library crates may lack a flavour).
-    pub fn available(flavour: Flavour) -> bool {
-        match flavour {
-            Flavour::Region | Flavour::ProtectedMemory | Flavour::Memguard => true,
-        }
-    }
-
     /// A secret of `size` zero bytes, locked (the allocation the capacity count makes).
     pub fn zeroed(flavour: Flavour, size: usize) -> Result<Holder, HoldError> {
         Ok(match flavour {

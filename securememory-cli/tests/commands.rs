@@ -200,6 +200,22 @@ fn bench_quick_json_prints_one_object_per_case() {
         }
     }
     assert!(measured > 0, "at least one case was timed:\n{text}");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    for case in [
+        "with_bytes/protected_memory",
+        "with_bytes/memguard",
+        "with_bytes/2_threads_one_secret",
+        "with_bytes/1_MiB",
+        "new_close/protected_memory",
+        "new_close/memguard",
+        "create_random_close/protected_memory",
+        "create_random_close/memguard",
+        "locked_buffer/new_destroy",
+        "enclave/seal_open",
+        "stream/1_MiB_write_read",
+    ] {
+        assert!(names.contains(&case), "{case} missing from {names:?}");
+    }
 }
 
 #[test]

@@ -75,7 +75,7 @@ fn unavailable(case: &Case, why: String) -> Row {
         iters: 0,
         min_ns: None,
         max_ns: None,
-        note: Some(why),
+        note: Some(format!("not available: {why}")),
     }
 }
 

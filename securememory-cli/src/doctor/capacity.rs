@@ -16,8 +16,6 @@ const UNBOUNDED_CAP_BYTES: u64 = 64 << 20;
 #[derive(Debug, Serialize)]
 pub struct Capacity {
     pub flavour: &'static str,
-    /// Whether this build has the flavour (the arithmetic is shown either way).
-    pub available: bool,
     /// Locked bytes one secret costs.
     pub locked_bytes_per_secret: u64,
     /// Mapped bytes one secret costs (locked pages plus unlocked guard pages).
@@ -96,17 +94,12 @@ pub fn capacity(flavour: Flavour, size: u64, memlock: &MemlockFacts) -> Capacity
     let by_arithmetic = budget.map(|b| b / locked);
     let mut cap_result = Capacity {
         flavour: flavour.name(),
-        available: Holder::available(flavour),
         locked_bytes_per_secret: locked,
         mapped_bytes_per_secret: mapped,
         by_arithmetic,
         measured: None,
         not_measured: None,
     };
-    if !cap_result.available {
-        cap_result.not_measured = Some("this flavour is not available in this build".to_owned());
-        return cap_result;
-    }
     let exempt = memlock.cap_ipc_lock == Some(true);
     // Past the arithmetic figure plus slack the limit is evidently not binding; stop there.
     let cap = match by_arithmetic {

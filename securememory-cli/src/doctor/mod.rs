@@ -9,7 +9,6 @@ pub mod scenarios;
 use serde::Serialize;
 
 use crate::cli::{DoctorArgs, Flavour};
-use crate::holder::Holder;
 use crate::report::{Progress, Status};
 use capacity::Capacity;
 use host::{HostFacts, MemlockFacts, Probe};
@@ -128,7 +127,6 @@ fn soft_below_hard(memlock: &MemlockFacts) -> Option<Check> {
 fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Proof], expect: u64) -> Vec<Check> {
     let mut out: Vec<Check> = caps
         .iter()
-        .filter(|c| c.available)
         .map(|c| capacity_check(c, &host.memlock, expect))
         .collect();
     out.extend(soft_below_hard(&host.memlock));
@@ -202,7 +200,7 @@ pub fn run(args: &DoctorArgs) -> i32 {
         capacity.push(capacity::capacity(*f, args.size, &host.memlock));
     }
     let mut proofs = Vec::new();
-    for f in flavours.iter().copied().filter(|&f| Holder::available(f)) {
+    for f in flavours.iter().copied() {
         progress.step(&format!(
             "doctor: proving a touch faults and forks cannot read ({})",
             f.name()

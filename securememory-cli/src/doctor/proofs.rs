@@ -9,7 +9,7 @@ use crate::child::{self, ChildOptions, ChildOutcome};
 use crate::cli::Flavour;
 use crate::doctor::host::CoreFacts;
 use crate::doctor::scenarios::Line;
-use crate::holder::{unhex, Holder};
+use crate::holder::unhex;
 use crate::report::Status;
 
 #[derive(Debug, Serialize)]
@@ -185,10 +185,7 @@ fn newest_file_since(dir: &Path, since: SystemTime, before: &[PathBuf]) -> Optio
 /// A core file of a child holding secrets must contain the heap control marker and none of the secrets.
 pub fn not_in_core_file(core: &CoreFacts) -> Vec<Proof> {
     const NAME: &str = "not-in-core-file";
-    let flavours: Vec<Flavour> = Flavour::ALL
-        .into_iter()
-        .filter(|&f| Holder::available(f))
-        .collect();
+    let flavours = Flavour::ALL;
     let all = |status: Status, evidence: String| -> Vec<Proof> {
         flavours
             .iter()
@@ -304,4 +301,46 @@ pub fn not_in_core_file(core: &CoreFacts) -> Vec<Proof> {
     })();
     let _ = std::fs::remove_dir_all(&cwd);
     result.unwrap_or_else(|(status, evidence)| all(status, evidence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(pattern: &str) -> CoreFacts {
+        CoreFacts {
+            rlimit_soft: None,
+            rlimit_hard: None,
+            core_pattern: Some(pattern.to_owned()),
+            core_uses_pid: None,
+            suid_dumpable: None,
+            dumpable: None,
+            coredump_filter: None,
+        }
+    }
+
+    #[test]
+    fn core_files_are_looked_for_where_core_pattern_puts_them() {
+        let cwd = Path::new("/tmp/x");
+        assert_eq!(core_dir(&facts("core"), cwd).unwrap(), cwd.to_path_buf());
+        assert_eq!(
+            core_dir(&facts("core.%e.%p"), cwd).unwrap(),
+            cwd.to_path_buf()
+        );
+        assert_eq!(
+            core_dir(&facts("/var/crash/core.%p"), cwd).unwrap(),
+            Path::new("/var/crash")
+        );
+        let piped = core_dir(&facts("|/lib/systemd/systemd-coredump %P %u"), cwd).unwrap_err();
+        assert!(piped.contains("systemd-coredump"), "{piped}");
+        assert!(core_dir(&facts("/var/crash/%e/core"), cwd).is_err());
+    }
+
+    #[test]
+    fn marker_search_finds_exact_runs_only() {
+        let hay = b"xxabcdefyy";
+        assert_eq!(contains(hay, b"abcdef"), Some(2));
+        assert_eq!(contains(hay, b"abcdeg"), None);
+        assert_eq!(contains(hay, b""), None);
+    }
 }

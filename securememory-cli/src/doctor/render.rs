@@ -114,8 +114,7 @@ fn capacity_section(r: &DoctorReport, out: &mut String) {
                     m.elapsed_ms
                 ),
             ),
-            (None, Some(why)) => ("not available".to_owned(), why.clone()),
-            (None, None) => ("not available".to_owned(), String::new()),
+            (None, why) => ("not measured".to_owned(), why.clone().unwrap_or_default()),
         };
         t.row(vec![
             c.flavour.to_owned(),
