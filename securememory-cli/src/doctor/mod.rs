@@ -91,16 +91,23 @@ fn capacity_check(c: &Capacity, memlock: &MemlockFacts, expect: u64) -> Check {
     }
 }
 
-fn protection_check(name: &str, probe: &Probe, required: bool, fix: &str) -> Check {
+/// A required protection fails the doctor when missing; an optional one only warns, and `note` says why it is
+/// optional.
+fn protection_check(name: &str, probe: &Probe, required: bool, note: &str, fix: &str) -> Check {
     let status = match (probe.works, required) {
         (true, _) => Status::Pass,
         (false, true) => Status::Fail,
         (false, false) => Status::Warn,
     };
+    let detail = if note.is_empty() {
+        probe.detail.clone()
+    } else {
+        format!("{} ({note})", probe.detail)
+    };
     Check {
         check: name.to_owned(),
         status,
-        detail: probe.detail.clone(),
+        detail,
         fix: (!probe.works).then(|| fix.to_owned()),
     }
 }
@@ -135,6 +142,7 @@ fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Proof], expect: u64) ->
         "per-region no-dump",
         &p.no_dump,
         true,
+        "",
         "this kernel cannot exclude regions from core dumps: keep core dumps off (the library's default; \
          `ulimit -c 0`, systemd `LimitCORE=0`)",
     ));
@@ -142,24 +150,28 @@ fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Proof], expect: u64) ->
         "per-region no-fork",
         &p.no_fork,
         true,
+        "",
         "this kernel cannot keep regions out of forked children: do not fork while holding secrets",
     ));
     out.push(protection_check(
         "no transparent huge pages",
         &p.no_huge_pages,
         false,
+        "the library asks for it on every region",
         "optional: protection stays per page anyway on kernels without THP",
     ));
     out.push(protection_check(
         "guard pages via MADV_GUARD_INSTALL",
         &p.guard_install,
         false,
+        "informational: this version of the library makes guard pages with mprotect",
         "optional (Linux 6.13+): guard pages are made with mprotect instead, costing two extra mappings each",
     ));
     out.push(protection_check(
         "memfd_secret",
         &p.memfd_secret,
         false,
+        "informational: this version of the library does not use it",
         "optional: needs Linux 5.14+ with secretmem enabled (`secretmem.enable=1` on older 6.x kernels) and \
          a seccomp profile that allows syscall 447",
     ));

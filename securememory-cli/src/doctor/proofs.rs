@@ -118,7 +118,7 @@ pub fn not_readable_after_fork(flavour: Flavour) -> Proof {
             NAME,
             flavour.name(),
             if leaked { Status::Fail } else { Status::Pass },
-            format!("in the forked child the library's access path {api}; {raw}"),
+            format!("in the forked child the access path {api}; {raw}"),
         ),
         _ => proof(
             NAME,

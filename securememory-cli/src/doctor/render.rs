@@ -68,7 +68,7 @@ fn host_section(r: &DoctorReport, out: &mut String) {
         "dumpable / suid_dumpable".into(),
         format!(
             "{} / {}",
-            c.dumpable.map_or("unknown".into(), |d| d.to_string()),
+            yes_no(c.dumpable),
             c.suid_dumpable.as_deref().unwrap_or("unknown")
         ),
     ]);
