@@ -1,6 +1,7 @@
 //! `securememory doctor`: can this host keep secrets? Host facts, capacity, live proofs and a verdict.
 
 pub mod capacity;
+mod core_file;
 pub mod host;
 pub mod proofs;
 mod render;
@@ -224,7 +225,7 @@ pub fn run(args: &DoctorArgs) -> i32 {
         proofs.push(proofs::not_readable_after_fork(f));
     }
     progress.step("doctor: dumping core of a child that holds secrets");
-    proofs.extend(proofs::not_in_core_file(&host.core));
+    proofs.extend(core_file::not_in_core_file(&host.core));
     progress.done();
 
     let checks = checks(&host, &capacity, &proofs, args.expect);
