@@ -37,7 +37,7 @@ impl ChildOutcome {
         self.status.success() && !self.timed_out
     }
 
-    /// "exited with status 0", "killed by SIGSEGV (signal 11), core dumped", ...
+    /// "exited with status 0", "was killed by SIGSEGV (signal 11), core dumped", ...
     pub fn describe(&self) -> String {
         if self.timed_out {
             return "timed out and was killed".to_owned();
@@ -45,7 +45,7 @@ impl ChildOutcome {
         match (self.status.code(), self.signal()) {
             (Some(code), _) => format!("exited with status {code}"),
             (None, Some(sig)) => format!(
-                "killed by {} (signal {sig}){}",
+                "was killed by {} (signal {sig}){}",
                 crate::sys::signal_name(sig),
                 if self.status.core_dumped() {
                     ", core dumped"

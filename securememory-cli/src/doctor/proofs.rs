@@ -76,7 +76,7 @@ fn touch_must_fault(name: &'static str, flavour: Flavour, extra: &[&str], what: 
     let (status, evidence) = match (reached, faulted) {
         (true, true) => (
             Status::Pass,
-            format!("the child read {what} and was {}", out.describe()),
+            format!("the child read {what} and {}", out.describe()),
         ),
         (true, false) => (
             Status::Fail,
