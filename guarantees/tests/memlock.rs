@@ -1,0 +1,195 @@
+//! Guarantee 1, never swapped: every secret's pages are locked, and when the locked-memory limit is reached
+//! creation fails with a typed error that names the limit, without harming any live secret (Go's memguard
+//! panics and destroys every buffer in the process there), and closing everything returns `VmLck` to where it
+//! started.
+//!
+//! Each scenario runs in a child that gives up `CAP_IPC_LOCK` (root ignores the limit otherwise) and lowers
+//! `RLIMIT_MEMLOCK` to 256 KiB. The process-wide pool of locked pages (`memcall::RegionPool::global()`) may keep
+//! up to its cap cached after a close; it is trimmed before `VmLck` is compared, so what is compared is memory
+//! that secrets still hold.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::{ensure, Flavour, Held, Kind};
+use guarantees::proc_stats;
+use guarantees::Scenario;
+use memcall::Limit;
+use securememory::{Locking, Secret, SecretFactory};
+
+const LIMIT: u64 = 256 * 1024;
+const KIND_VAR: &str = "GUARANTEES_KIND";
+
+type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+fn without_lock_exemption() -> Outcome {
+    memcall::drop_lock_exemption()?;
+    memcall::set_lock_limit(Limit::Bytes(LIMIT))?;
+    Ok(())
+}
+
+/// Secret sizes cycle through sub-page, one-page and two-page secrets.
+fn size_of(id: u64) -> usize {
+    [32, 4096, 5000, 100][id as usize % 4]
+}
+
+fn kinds_from_env() -> Result<Vec<Kind>, String> {
+    if std::env::var(KIND_VAR).as_deref() == Ok("mixed") {
+        Ok(Kind::ALL.to_vec())
+    } else {
+        Ok(vec![Kind::from_env(KIND_VAR)?])
+    }
+}
+
+fn exhaust() -> Outcome {
+    let kinds = kinds_from_env()?;
+    without_lock_exemption()?;
+    // Process-wide state made on first use (registries, key material) is not a leak: make it before measuring.
+    for kind in &kinds {
+        kind.hold_pattern(0, 32)?.close()?;
+    }
+    memcall::RegionPool::global().trim();
+    let start = proc_stats::locked();
+    let mut held: Vec<(u64, Held)> = Vec::new();
+    let err = loop {
+        let id = held.len() as u64 + 1;
+        let kind = kinds[id as usize % kinds.len()];
+        match kind.hold_pattern(id, size_of(id)) {
+            Ok(h) => held.push((id, h)),
+            Err(e) => break (kind, e),
+        }
+        ensure(held.len() < 10_000, || "the limit never applied".into())?;
+    };
+    let (kind, err) = err;
+    let locked_at_failure = proc_stats::locked();
+    eprintln!(
+        "{} secrets held ({} bytes locked), then {}: {}",
+        held.len(),
+        locked_at_failure,
+        kind.name(),
+        err
+    );
+    let message = err.to_string();
+    ensure(
+        err.memory_error().is_some_and(|e| e.is_lock_limit()),
+        || format!("not the typed lock-limit error: {err:?}"),
+    )?;
+    ensure(message.contains("RLIMIT_MEMLOCK is 256 KiB"), || {
+        format!("the message does not name the limit: {message}")
+    })?;
+    let page = memcall::page_size() as u64;
+    ensure(locked_at_failure + 3 * page > LIMIT, || {
+        format!("creation failed at {locked_at_failure} bytes locked, well below the limit")
+    })?;
+    // A second attempt fails the same way and locks nothing more: the failed attempt left nothing behind.
+    let again = kind.hold_pattern(u64::MAX, size_of(3));
+    ensure(
+        again
+            .as_ref()
+            .err()
+            .and_then(|e| e.memory_error())
+            .is_some_and(|e| e.is_lock_limit()),
+        || "a second attempt at the limit did not fail with the lock-limit error".into(),
+    )?;
+    ensure(proc_stats::locked() == locked_at_failure, || {
+        "failed attempts changed VmLck (leaked locked pages)".into()
+    })?;
+    for (id, h) in &held {
+        ensure(h.holds_pattern(*id)?, || {
+            format!("secret {id} lost its bytes when the limit was hit")
+        })?;
+    }
+    for (_, h) in held {
+        h.close()?;
+    }
+    memcall::RegionPool::global().trim();
+    let end = proc_stats::locked();
+    ensure(end == start, || {
+        format!("VmLck is {end} bytes after closing everything, {start} before")
+    })?;
+    Ok(())
+}
+
+/// The named weaker mode: past the limit, a best-effort factory still makes readable secrets, and says they
+/// are not locked.
+fn best_effort_past_the_limit() -> Outcome {
+    let flavour = common::child_flavour()?;
+    without_lock_exemption()?;
+    let mut held = Vec::new();
+    while flavour
+        .new_shared(&mut [7u8; 32])
+        .map(|s| held.push(s))
+        .is_ok()
+    {
+        ensure(held.len() < 10_000, || "the limit never applied".into())?;
+    }
+    let mut source = [9u8; 64];
+    let weak: Box<dyn Secret> = match flavour {
+        Flavour::ProtectedMemory => Box::new(
+            securememory::ProtectedMemorySecretFactory::with_locking(Locking::BestEffort)
+                .new(&mut source)?,
+        ),
+        Flavour::Memguard => Box::new(
+            securememory::memguard::MemguardSecretFactory::with_locking(Locking::BestEffort)
+                .new(&mut source)?,
+        ),
+    };
+    ensure(!weak.protections().locked, || {
+        "a secret past the limit claims to be locked".into()
+    })?;
+    use securememory::SecretExtensions;
+    ensure(weak.with_bytes(|b| Ok(b.iter().all(|&x| x == 9)))?, || {
+        "wrong bytes".into()
+    })?;
+    ensure(held.iter().all(|s| s.protections().locked), || {
+        "a secret made with the default factory is not locked".into()
+    })?;
+    weak.close()?;
+    Ok(())
+}
+
+#[test]
+fn child_entry() {
+    const SCENARIOS: &[(&str, Scenario)] = &[
+        ("exhaust", exhaust),
+        ("best_effort_past_the_limit", best_effort_past_the_limit),
+    ];
+    guarantees::dispatch(SCENARIOS);
+}
+
+fn exhaust_in_child(kind: &str) {
+    guarantees::run_child("exhaust")
+        .env(KIND_VAR, kind)
+        .run()
+        .assert_success();
+}
+
+#[test]
+fn at_the_limit_protected_memory_secrets_fail_typed_and_harm_nothing() {
+    exhaust_in_child("protected_memory");
+}
+
+#[test]
+fn at_the_limit_memguard_secrets_fail_typed_and_harm_nothing() {
+    exhaust_in_child("memguard");
+}
+
+#[test]
+fn at_the_limit_locked_buffers_fail_typed_and_harm_nothing() {
+    exhaust_in_child("locked_buffer");
+}
+
+#[test]
+fn at_the_limit_a_mix_of_all_three_fails_typed_and_harms_nothing() {
+    exhaust_in_child("mixed");
+}
+
+#[test]
+fn best_effort_protected_memory_secrets_work_past_the_limit_and_say_so() {
+    common::run_for("best_effort_past_the_limit", Flavour::ProtectedMemory).assert_success();
+}
+
+#[test]
+fn best_effort_memguard_secrets_work_past_the_limit_and_say_so() {
+    common::run_for("best_effort_past_the_limit", Flavour::Memguard).assert_success();
+}
