@@ -71,9 +71,16 @@ fn doctor_json_reports_host_facts_capacity_and_passing_proofs() {
         if !measured.is_null() {
             let count = measured["count"].as_u64().expect("count");
             assert!(count > 0, "at least one secret fits: {c}");
-            // Measured under the limit, the count cannot beat the arithmetic by more than the cap's slack.
+            // Measured under the limit, the count cannot beat the arithmetic by more than the cap's slack; when
+            // the limit is what stopped it, the arithmetic an operator reads must be within 10 % of reality.
             if let Some(arith) = c["by_arithmetic"].as_u64() {
                 assert!(count <= arith + arith / 8 + 16, "{c}");
+                if measured["stopped_by"] == "lock-limit" {
+                    assert!(
+                        count.abs_diff(arith) * 10 <= arith,
+                        "arithmetic {arith} vs measured {count}: {c}"
+                    );
+                }
             }
         }
     }

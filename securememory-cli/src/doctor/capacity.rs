@@ -40,6 +40,64 @@ pub struct Measured {
     /// The child gave up CAP_IPC_LOCK so the limit applied as to an unprivileged service.
     pub ipc_lock_dropped: bool,
     pub elapsed_ms: u64,
+    /// What one more live secret cost in steady state (between the 64th and the 128th), when that many fitted.
+    pub marginal: Option<Marginal>,
+}
+
+/// The measured cost of one more live secret.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Marginal {
+    /// Growth of VmLck per secret.
+    pub locked_bytes: f64,
+    /// Growth of VmSize per secret (locked pages, guard pages, anything else mapped).
+    pub mapped_bytes: f64,
+    /// Growth of the number of mappings (lines of /proc/self/maps) per secret; the kernel caps mappings at
+    /// vm.max_map_count.
+    pub mappings: f64,
+}
+
+/// VmLck, VmSize and the mapping count of this process.
+struct Footprint {
+    locked: u64,
+    mapped: u64,
+    mappings: u64,
+}
+
+fn footprint() -> Option<Footprint> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    };
+    let mappings = std::fs::read_to_string("/proc/self/maps")
+        .ok()?
+        .lines()
+        .count() as u64;
+    Some(Footprint {
+        locked: kib("VmLck:")?,
+        mapped: kib("VmSize:")?,
+        mappings,
+    })
+}
+
+/// Secrets between the two footprint samples of the marginal cost.
+const SAMPLE_FROM: usize = 64;
+const SAMPLE_TO: usize = 128;
+
+fn marginal(from: &Footprint, to: &Footprint) -> Marginal {
+    let n = (SAMPLE_TO - SAMPLE_FROM) as f64;
+    let per = |a: u64, b: u64| (b as f64 - a as f64) / n;
+    Marginal {
+        locked_bytes: per(from.locked, to.locked),
+        mapped_bytes: per(from.mapped, to.mapped),
+        mappings: per(from.mappings, to.mappings),
+    }
 }
 
 fn per_secret(flavour: Flavour, size: u64) -> (u64, u64) {
@@ -63,9 +121,15 @@ pub fn fill(flavour: Flavour, size: usize, cap: u64, drop_ipc_lock: bool) -> Mea
         }
     }
     let mut held = Vec::new();
+    let (mut sample_from, mut sample_to) = (None, None);
     let (stopped_by, error) = loop {
         if held.len() as u64 >= cap {
             break ("cap", None);
+        }
+        match held.len() {
+            SAMPLE_FROM => sample_from = footprint(),
+            SAMPLE_TO => sample_to = footprint(),
+            _ => {}
         }
         match Holder::zeroed(flavour, size) {
             Ok(h) => held.push(h),
@@ -80,6 +144,9 @@ pub fn fill(flavour: Flavour, size: usize, cap: u64, drop_ipc_lock: bool) -> Mea
         locked_bytes: memcall::locked_bytes(),
         ipc_lock_dropped: dropped,
         elapsed_ms: start.elapsed().as_millis() as u64,
+        marginal: sample_from
+            .zip(sample_to)
+            .map(|(from, to)| marginal(&from, &to)),
     };
     drop(held);
     measured

@@ -89,10 +89,11 @@ fn capacity_section(r: &DoctorReport, out: &mut String) {
     );
     let mut t = Table::new(&[
         "flavour",
-        "locked/secret",
-        "mapped/secret",
+        "locked/secret (calc)",
+        "mapped/secret (calc)",
         "by arithmetic",
         "measured",
+        "measured cost of one more",
         "how measured",
     ]);
     for c in &r.capacity {
@@ -123,6 +124,15 @@ fn capacity_section(r: &DoctorReport, out: &mut String) {
             c.by_arithmetic
                 .map_or("unbounded".to_owned(), |n| n.to_string()),
             measured,
+            c.measured
+                .as_ref()
+                .and_then(|m| m.marginal.as_ref())
+                .map_or("-".to_owned(), |g| {
+                    format!(
+                        "{:.0} B locked, {:.0} B mapped, {:.2} mappings",
+                        g.locked_bytes, g.mapped_bytes, g.mappings
+                    )
+                }),
             how,
         ]);
     }
