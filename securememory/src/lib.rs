@@ -75,6 +75,11 @@ pub mod loom_model {
     pub use crate::access::{AccessState, DestroyFailed, Pages};
 }
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Sensitive bytes in protected memory. Always [`close`](Secret::close) a secret when done (dropping it closes
 /// it too).
 ///

@@ -73,3 +73,25 @@ impl SecretFactory for MemguardSecretFactory {
         self.create_filled(size, getrandom::fill)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_source_failure_is_reported_and_cleaned_up() {
+        let factory = MemguardSecretFactory::new();
+        let err = factory
+            .create_filled(8, |_| Err(getrandom::Error::UNSUPPORTED))
+            .unwrap_err();
+        assert!(matches!(err, Error::Random(_)), "{err:?}");
+        let secret = factory
+            .create_filled(8, |b| {
+                b.fill(7);
+                Ok(())
+            })
+            .unwrap();
+        assert!(secret.with_bytes(|b| Ok(b == [7; 8])).unwrap());
+        let _ = crate::Secret::protections(&secret);
+    }
+}

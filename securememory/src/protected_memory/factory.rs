@@ -106,3 +106,36 @@ impl SecretFactory for ProtectedMemorySecretFactory {
         self.create_filled(size, getrandom::fill)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_source_failure_is_reported_and_cleaned_up() {
+        let factory = ProtectedMemorySecretFactory::new();
+        let err = factory
+            .create_filled(8, |_| Err(getrandom::Error::UNSUPPORTED))
+            .unwrap_err();
+        assert!(matches!(err, Error::Random(_)), "{err:?}");
+        assert!(err.to_string().starts_with("could not read random bytes: "));
+        // And when releasing fails too, both are reported.
+        let _guard = memcall::fault::fail(memcall::Op::Protect).arm();
+        let err = factory
+            .create_filled(8, |_| Err(getrandom::Error::UNSUPPORTED))
+            .unwrap_err();
+        let Error::Cleanup { error, cleanup } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(matches!(**error, Error::Random(_)));
+        assert_eq!(
+            cleanup.memory_error().and_then(|e| e.op()),
+            Some(memcall::Op::Protect)
+        );
+        let ok = factory.create_filled(8, |b| {
+            b.fill(7);
+            Ok(())
+        });
+        assert!(ok.unwrap().with_bytes(|b| Ok(b == [7; 8])).unwrap());
+    }
+}
