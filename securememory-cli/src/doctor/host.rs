@@ -11,6 +11,8 @@ use crate::sys;
 pub struct HostFacts {
     pub os: OsFacts,
     pub page_size: usize,
+    /// vm.max_map_count: the most mappings a process may have (each guarded secret adds some).
+    pub max_map_count: Option<u64>,
     pub memlock: MemlockFacts,
     pub core: CoreFacts,
     pub protections: Protections,
@@ -309,6 +311,7 @@ pub fn gather() -> HostFacts {
     HostFacts {
         os: os_facts(),
         page_size: memcall::page_size(),
+        max_map_count: read_trimmed("/proc/sys/vm/max_map_count").and_then(|v| v.parse().ok()),
         memlock: memlock_facts(),
         core: core_facts(),
         protections: protections(),

@@ -30,6 +30,11 @@ fn host_section(r: &DoctorReport, out: &mut String) {
         ),
     ]);
     t.row(vec!["page size".into(), format!("{} bytes", h.page_size)]);
+    t.row(vec![
+        "vm.max_map_count".into(),
+        h.max_map_count
+            .map_or("unknown".to_owned(), |n| n.to_string()),
+    ]);
     let m = &h.memlock;
     t.row(vec![
         "RLIMIT_MEMLOCK".into(),
