@@ -29,8 +29,18 @@ pub use unix::{catch_interrupt, catch_signal};
 #[cfg(unix)]
 mod unix {
     use super::*;
-    use signal_hook::consts::TERM_SIGNALS;
+    use signal_hook::consts::{FORBIDDEN, TERM_SIGNALS};
     use signal_hook::iterator::{Handle, Signals};
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn max_signal() -> i32 {
+        libc::SIGRTMAX()
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn max_signal() -> i32 {
+        31
+    }
 
     type Handler = Arc<dyn Fn(i32) + Send + Sync + 'static>;
 
@@ -65,6 +75,21 @@ mod unix {
         } else {
             signals
         };
+        // signal-hook panics on these; refuse them as an error instead.
+        if let Some(&sig) = signals
+            .iter()
+            .find(|&&s| FORBIDDEN.contains(&s) || !(1..=max_signal()).contains(&s))
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "signal {sig} cannot be caught (SIGKILL, SIGSTOP, the fault signals and numbers outside \
+                     1..={} are excluded)",
+                    max_signal()
+                ),
+            )
+            .into());
+        }
         let handler: Handler = Arc::new(handler);
         let mut slot = listener();
         if let Some(listener) = slot.as_mut() {

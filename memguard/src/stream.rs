@@ -16,7 +16,7 @@ pub fn stream_chunk_size() -> usize {
 ///
 /// [`Write`](io::Write) splits the data into chunks and seals each; [`Read`](io::Read) opens the front chunk,
 /// hands out at most that one chunk per call (a short read, as in Go) and re-seals any rest at the front;
-/// `Ok(0)` means the stream is empty. Iterating yields whole chunks as frozen [`LockedBuffer`]s, and
+/// `Ok(0)` means the stream is empty. [`next`](Self::next) yields whole chunks as frozen [`LockedBuffer`]s, and
 /// [`flush_buffer`](Self::flush_buffer) drains everything into one.
 ///
 /// Go's `Write` wipes the caller's slice; `io::Write` hands us `&[u8]`, so use
@@ -94,10 +94,41 @@ impl Stream {
         Ok(out)
     }
 
+    /// The next whole chunk as a frozen buffer (Go's `Next`); `Ok(None)` when the stream is empty. Not an
+    /// `Iterator`: `Read` and `Iterator` share method names (`by_ref`, `take`, `chain`) that would clash.
+    ///
+    /// # Errors
+    /// As [`Enclave::open`]; the chunk stays queued.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<LockedBuffer>> {
+        let Some(enclave) = self.pop() else {
+            return Ok(None);
+        };
+        match enclave.open() {
+            Ok(buf) => Ok(Some(buf)),
+            Err(err) => {
+                self.push_front(enclave);
+                Err(err)
+            }
+        }
+    }
+
     fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize> {
         let Some(enclave) = self.pop() else {
             return Ok(0);
         };
+        let size = enclave.size();
+        if buf.len() >= size {
+            // The whole chunk goes to the caller: decrypt straight into their buffer (the tag is verified before
+            // any plaintext is written), with no locked buffer in between.
+            return match enclave.open_into(&mut buf[..size]) {
+                Ok(()) => Ok(size),
+                Err(err) => {
+                    self.push_front(enclave);
+                    Err(err)
+                }
+            };
+        }
         let opened = enclave.open_mutable();
         let mut chunk = match opened {
             Ok(chunk) => chunk,
@@ -152,21 +183,5 @@ impl io::Read for Stream {
             return Ok(0);
         }
         Ok(self.read_chunk(buf)?)
-    }
-}
-
-impl Iterator for Stream {
-    type Item = Result<LockedBuffer>;
-
-    /// The next whole chunk as a frozen buffer (Go's `Next`); `None` when the stream is empty.
-    fn next(&mut self) -> Option<Result<LockedBuffer>> {
-        let enclave = self.pop()?;
-        match enclave.open() {
-            Ok(buf) => Some(Ok(buf)),
-            Err(err) => {
-                self.push_front(enclave);
-                Some(Err(err))
-            }
-        }
     }
 }

@@ -110,3 +110,21 @@ fn purge_reaches_other_registered_items() {
         "deregistered items are not purged"
     );
 }
+
+#[test]
+fn stream_reads_fail_after_purge_and_keep_their_chunks() {
+    use std::io::{Read, Write};
+    let _serial = serial();
+    let mut stream = memguard::Stream::new();
+    stream.write_all(&[1u8; 100]).unwrap();
+    purge();
+    let mut out = [0u8; 10];
+    let err = stream.read(&mut out).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert_eq!(out, [0u8; 10]);
+    assert_eq!(stream.size(), 100);
+    assert!(matches!(
+        stream.flush_buffer(),
+        Err(Error::DecryptionFailed)
+    ));
+}

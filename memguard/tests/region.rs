@@ -184,3 +184,18 @@ fn writing_read_only_data_faults() {
         "frozen",
     ));
 }
+
+#[test]
+fn destroy_checks_the_canary_of_a_no_access_region() {
+    let region = GuardedRegion::new(20, Locking::Required).unwrap();
+    region.protect(Protection::NoAccess).unwrap();
+    region.destroy().unwrap();
+
+    let region = GuardedRegion::new(20, Locking::Required).unwrap();
+    // SAFETY: the byte 5 below the data is in the canary slack, inside the read-write inner pages.
+    unsafe { *region.as_ptr().sub(5) = region.as_ptr().sub(5).read().wrapping_add(1) };
+    region.protect(Protection::NoAccess).unwrap();
+    let err = region.destroy().unwrap_err();
+    assert!(matches!(err.error, Error::CanaryCorrupted { len: 20, .. }));
+    assert!(err.region.is_none(), "freed anyway");
+}

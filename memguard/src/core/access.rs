@@ -197,48 +197,42 @@ pub struct WriteGuard<'a> {
     _release: Release<'a>,
 }
 
+impl BufferState {
+    /// The region of a guard's buffer: alive, checked when the guard was made, and kept alive by its lock.
+    fn guarded_region(&self) -> &GuardedRegion {
+        self.region
+            .as_ref()
+            .expect("checked when the guard was made")
+    }
+}
+
 impl Deref for ReadGuard<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        let region = self
-            .state
-            .region
-            .as_ref()
-            .expect("checked when the guard was made");
         // SAFETY:
         // - the read lock is held for the guard's lifetime, so the region is neither destroyed nor written
         //   (writers and destroy take the write lock);
         // - an alive buffer's inner pages are always readable (module invariant).
-        unsafe { region.data() }
+        unsafe { self.state.guarded_region().data() }
     }
 }
 
 impl Deref for WriteGuard<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        let region = self
-            .state
-            .region
-            .as_ref()
-            .expect("checked when the guard was made");
         // SAFETY: the write lock is held, the region is alive and mutable, hence read-write.
-        unsafe { region.data() }
+        unsafe { self.state.guarded_region().data() }
     }
 }
 
 impl DerefMut for WriteGuard<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        let region = self
-            .state
-            .region
-            .as_ref()
-            .expect("checked when the guard was made");
         // SAFETY:
         // - the write lock is held, so this is the only access to the data, and `&mut self` makes the slice
         //   unique among this guard's borrows;
         // - the region is alive and mutable, hence read-write (checked when the guard was made; protection is
         //   only changed under the write lock).
-        unsafe { region.data_mut() }
+        unsafe { self.state.guarded_region().data_mut() }
     }
 }
 
@@ -261,18 +255,16 @@ impl Drop for Release<'_> {
     }
 }
 
-impl std::fmt::Debug for ReadGuard<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadGuard")
-            .field("len", &self.len())
-            .finish_non_exhaustive()
-    }
+macro_rules! redacted_debug {
+    ($guard:ident) => {
+        impl std::fmt::Debug for $guard<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($guard))
+                    .field("len", &self.len())
+                    .finish_non_exhaustive()
+            }
+        }
+    };
 }
-
-impl std::fmt::Debug for WriteGuard<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteGuard")
-            .field("len", &self.len())
-            .finish_non_exhaustive()
-    }
-}
+redacted_debug!(ReadGuard);
+redacted_debug!(WriteGuard);

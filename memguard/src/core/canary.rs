@@ -1,30 +1,65 @@
-//! The canary: random bytes filling the slack in front of a buffer's data, with copies at the start of both
-//! guard pages. Anything that writes below the data (an underflow) changes the slack; anything that somehow
-//! writes a guard page changes a copy. Checked in constant time when the buffer is destroyed.
+//! The canary: the slack in front of a buffer's data is filled from a random pattern drawn once per process,
+//! and compared with it in constant time when the buffer is destroyed. Anything that writes below the data
+//! (an underflow, or a stray write into the slack) changes it; writes past the data hit the guard page at once.
+//!
+//! Go's memguard draws a fresh canary per buffer and keeps copies at the start of both guard pages. The guard
+//! copies cannot change while the guards are no-access, so checking them only costs two protection changes;
+//! and drawing a page of randomness per buffer was a large share of allocation time. A per-process pattern
+//! (like the stack protector's per-process canary) detects the same corruption.
 
-use subtle::ConstantTimeEq;
+use std::hint::black_box;
+use std::sync::OnceLock;
 
-/// Fills `slack` with random bytes and copies them to the start of both guard pages.
-pub(crate) fn plant(
-    pre_guard: &mut [u8],
-    slack: &mut [u8],
-    post_guard: &mut [u8],
-) -> Result<(), getrandom::Error> {
-    if slack.is_empty() {
-        return Ok(());
+static PATTERN: OnceLock<Box<[u8]>> = OnceLock::new();
+
+/// The process's canary pattern: one page of random bytes, drawn on first use.
+fn pattern() -> Result<&'static [u8], getrandom::Error> {
+    if let Some(p) = PATTERN.get() {
+        return Ok(p);
     }
-    getrandom::fill(slack)?;
-    pre_guard[..slack.len()].copy_from_slice(slack);
-    post_guard[..slack.len()].copy_from_slice(slack);
+    let mut fresh = vec![0u8; memcall::page_size()].into_boxed_slice();
+    getrandom::fill(&mut fresh)?;
+    // Another thread may have won the race; either pattern is as good, and everyone uses the stored one.
+    let _ = PATTERN.set(fresh);
+    Ok(PATTERN.get().expect("set above"))
+}
+
+/// Fills `slack` (shorter than a page) from the pattern.
+pub(crate) fn plant(slack: &mut [u8]) -> Result<(), getrandom::Error> {
+    if !slack.is_empty() {
+        slack.copy_from_slice(&pattern()?[..slack.len()]);
+    }
     Ok(())
 }
 
-/// True when both guard pages are identical and their leading copy matches the slack, compared in constant
-/// time (Go memguard's check).
-pub(crate) fn intact(pre_guard: &[u8], slack: &[u8], post_guard: &[u8]) -> bool {
-    let guards_equal = pre_guard.ct_eq(post_guard);
-    let slack_equal = pre_guard[..slack.len()].ct_eq(slack);
-    bool::from(guards_equal & slack_equal)
+/// True when `slack` still matches the pattern. Constant time: every byte is compared, and the result is
+/// only looked at once, at the end.
+pub(crate) fn intact(slack: &[u8]) -> bool {
+    if slack.is_empty() {
+        return true;
+    }
+    match PATTERN.get() {
+        Some(pattern) => constant_time_eq(slack, &pattern[..slack.len()]),
+        // No pattern was ever drawn, yet the slack is non-empty: it was never planted.
+        None => false,
+    }
+}
+
+/// Equality of two equal-length slices without data-dependent branches, a word at a time.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let (a_words, a_tail) = a.split_at(a.len() / 8 * 8);
+    let (b_words, b_tail) = b.split_at(a_words.len());
+    let mut diff = 0u64;
+    for (x, y) in a_words.chunks_exact(8).zip(b_words.chunks_exact(8)) {
+        let x = u64::from_ne_bytes(x.try_into().expect("8 bytes"));
+        let y = u64::from_ne_bytes(y.try_into().expect("8 bytes"));
+        diff |= x ^ y;
+    }
+    for (x, y) in a_tail.iter().zip(b_tail) {
+        diff |= u64::from(x ^ y);
+    }
+    black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -33,22 +68,25 @@ mod tests {
 
     #[test]
     fn planted_canary_is_intact_and_any_change_is_seen() {
-        for slack_len in [0usize, 1, 7, 100] {
-            let mut pre = vec![0u8; 128];
-            let mut post = vec![0u8; 128];
+        for slack_len in [0usize, 1, 7, 8, 9, 100, 4095] {
             let mut slack = vec![0u8; slack_len];
-            plant(&mut pre, &mut slack, &mut post).unwrap();
-            assert!(intact(&pre, &slack, &post));
+            plant(&mut slack).unwrap();
+            assert!(intact(&slack));
             for i in 0..slack_len {
-                slack[i] ^= 1;
-                assert!(!intact(&pre, &slack, &post), "slack byte {i}");
-                slack[i] ^= 1;
+                for bit in [0x01, 0x80] {
+                    slack[i] ^= bit;
+                    assert!(!intact(&slack), "slack byte {i}");
+                    slack[i] ^= bit;
+                }
             }
-            post[127] ^= 0x80;
-            assert!(!intact(&pre, &slack, &post));
-            post[127] ^= 0x80;
-            pre[0] ^= 4;
-            assert!(!intact(&pre, &slack, &post));
+            assert!(intact(&slack));
         }
+    }
+
+    #[test]
+    fn pattern_is_random_and_stable() {
+        let a = pattern().unwrap();
+        assert!(a.iter().any(|&b| b != 0));
+        assert_eq!(a.as_ptr(), pattern().unwrap().as_ptr());
     }
 }

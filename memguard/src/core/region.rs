@@ -2,6 +2,7 @@
 //! overflow hits the trailing guard page at once.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memcall::{Hardening, Protection, Region};
 
@@ -22,9 +23,9 @@ pub enum Locking {
 
 /// Guarded pages for one secret: `[guard][canary … data][guard]`.
 ///
-/// The data is right-aligned against the trailing guard page, the random canary fills the slack in front of it
-/// (zero bytes when the size is a page multiple), and copies of the canary sit at the start of both guard
-/// pages. Only the inner (data) pages are locked; the guard pages are no-access for the region's whole life.
+/// The data is right-aligned against the trailing guard page and a random canary fills the slack in front of it
+/// (zero bytes when the size is a page multiple). Only the inner (data) pages are locked; the guard pages are
+/// no-access for the region's whole life.
 /// The inner pages start read-write with the data zeroed.
 ///
 /// A `GuardedRegion` is not registered for [`purge`](crate::purge) by itself; [`LockedBuffer`](crate::LockedBuffer)
@@ -36,7 +37,12 @@ pub struct GuardedRegion {
     inner_len: usize,
     page: usize,
     locked: bool,
+    /// Set once the canary has been checked: a retried destroy finds it wiped and must not check it again.
+    canary_checked: bool,
     canary_failed: bool,
+    /// True while the inner pages are no-access (as set through [`GuardedRegion::protect`]); destroy must
+    /// make them readable before checking the canary.
+    inner_no_access: AtomicBool,
 }
 
 impl fmt::Debug for GuardedRegion {
@@ -75,7 +81,9 @@ impl GuardedRegion {
             inner_len,
             page,
             locked: false,
+            canary_checked: false,
             canary_failed: false,
+            inner_no_access: AtomicBool::new(false),
         };
         match this.arm(locking) {
             Ok(()) => Ok(this),
@@ -98,8 +106,7 @@ impl GuardedRegion {
             }
             Err(err) => return Err(err.into()),
         }
-        let (pre, slack, post) = self.canary_parts();
-        canary::plant(pre, slack, post)?;
+        canary::plant(self.slack_mut())?;
         self.region
             .protect_range(0, self.page, Protection::NoAccess)?;
         self.region
@@ -107,24 +114,16 @@ impl GuardedRegion {
         Ok(())
     }
 
-    /// The two guard pages and the slack, as disjoint slices.
+    /// The canary slack in front of the data.
     ///
-    /// Only called while the whole mapping is read-write and nothing else holds a slice of it: in `arm`
-    /// (fresh mapping) and in `destroy` (after protecting everything read-write, with `self` owned).
-    #[allow(clippy::mut_from_ref)]
-    fn canary_parts(&self) -> (&mut [u8], &mut [u8], &mut [u8]) {
-        let base = self.region.as_ptr();
-        let slack_len = self.inner_len - self.size;
+    /// Only called while the inner pages are read-write and nothing else holds a slice of them: in `arm`, on a
+    /// fresh mapping owned by nobody else yet.
+    fn slack_mut(&mut self) -> &mut [u8] {
         // SAFETY:
-        // - the three ranges `[0, page)`, `[page, page + slack_len)` and `[page + inner_len, +page)` lie inside
-        //   the mapping of `2 * page + inner_len` bytes and do not overlap each other or the data;
-        // - callers guarantee the whole mapping is read-write and unaliased for the slices' lifetime (see above).
+        // - `[page, page + inner_len - size)` lies inside the mapping and before the data;
+        // - the inner pages are read-write and `&mut self` excludes every other slice of them (see above).
         unsafe {
-            (
-                std::slice::from_raw_parts_mut(base, self.page),
-                std::slice::from_raw_parts_mut(base.add(self.page), slack_len),
-                std::slice::from_raw_parts_mut(base.add(self.page + self.inner_len), self.page),
-            )
+            std::slice::from_raw_parts_mut(self.region.as_ptr().add(self.page), self.canary_len())
         }
     }
 
@@ -163,7 +162,10 @@ impl GuardedRegion {
     /// # Errors
     /// [`Error::Memory`] when `mprotect` fails.
     pub fn protect(&self, prot: Protection) -> Result<()> {
-        Ok(self.region.protect_range(self.page, self.inner_len, prot)?)
+        self.region.protect_range(self.page, self.inner_len, prot)?;
+        self.inner_no_access
+            .store(prot == Protection::NoAccess, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Start of the data. Dereferencing it is subject to the inner pages' protection.
@@ -209,24 +211,37 @@ impl GuardedRegion {
         self.region.hardening()
     }
 
-    /// Makes everything read-write, wipes the data, verifies the canary (constant time), then wipes and unmaps
-    /// the whole mapping (unmapping also unlocks it).
+    /// Makes the inner pages readable if they are not, and compares the slack with the canary pattern.
+    fn check_canary(&mut self) -> Result<()> {
+        if self.inner_no_access.load(Ordering::Relaxed) {
+            self.protect(Protection::ReadOnly)?;
+        }
+        // SAFETY:
+        // - the slack lies inside the inner pages, before the data, and the inner pages are readable (made so
+        //   just above, or never no-access);
+        // - `&mut self` means nobody holds a slice of the region, so nobody writes it meanwhile.
+        let slack = unsafe {
+            std::slice::from_raw_parts(self.region.as_ptr().add(self.page), self.canary_len())
+        };
+        self.canary_failed = !canary::intact(slack);
+        self.canary_checked = true;
+        Ok(())
+    }
+
+    /// Verifies the canary (constant time), then wipes the whole mapping and unmaps it (unmapping also unlocks
+    /// it). The inner pages are made readable first when they are no-access.
     ///
     /// # Errors
     /// [`Error::CanaryCorrupted`] when the canary changed; the memory is wiped and freed all the same. Any other
     /// failure hands the region back inside the [`DestroyError`] so the call can be retried; nothing is leaked.
     pub fn destroy(mut self) -> Result<(), DestroyError> {
-        if let Err(err) = self.region.protect(Protection::ReadWrite) {
-            return Err(DestroyError {
-                error: err.into(),
-                region: Some(self),
-            });
-        }
-        // SAFETY: the whole mapping is read-write now and `self` is owned, so nobody else holds a slice.
-        memcall::wipe_bytes(unsafe { self.data_mut() });
-        let (pre, slack, post) = self.canary_parts();
-        if !canary::intact(pre, slack, post) {
-            self.canary_failed = true;
+        if !self.canary_checked {
+            if let Err(err) = self.check_canary() {
+                return Err(DestroyError {
+                    error: err,
+                    region: Some(self),
+                });
+            }
         }
         let canary_failed = self.canary_failed;
         let (addr, len) = (self.as_ptr() as usize, self.size);
@@ -236,8 +251,10 @@ impl GuardedRegion {
             inner_len,
             page,
             locked,
+            inner_no_access,
             ..
         } = self;
+        // `free` makes the whole mapping read-write, wipes all of it (data, canary, guards), then unmaps it.
         match region.free() {
             Ok(()) if canary_failed => Err(DestroyError {
                 error: Error::CanaryCorrupted { addr, len },
@@ -252,7 +269,10 @@ impl GuardedRegion {
                     inner_len,
                     page,
                     locked,
+                    canary_checked: true,
                     canary_failed,
+                    // `free` made everything read-write before it failed, or failed doing so.
+                    inner_no_access,
                 }),
             }),
         }
