@@ -3,7 +3,7 @@
 use std::fmt;
 
 use pyo3::prelude::*;
-use pyo3::types::PyType;
+use pyo3::types::{PyDict, PyType};
 use securememory::SecretExtensions;
 
 use crate::errors::{self, Result};
@@ -73,6 +73,21 @@ impl Secret {
     /// A binary, read-only file object over the secret's bytes.
     fn reader(slf: Bound<'_, Self>) -> Result<Bound<'_, PyAny>> {
         RawSecretReader::open(slf)
+    }
+
+    /// Which protections took effect for this secret, as found when it was created.
+    fn protections<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let report = self.inner.protections();
+        let dict = PyDict::new(py);
+        dict.set_item("locked", report.locked)?;
+        dict.set_item("locked_bytes", report.locked_bytes)?;
+        dict.set_item("no_dump", report.no_dump.to_string())?;
+        dict.set_item("no_fork", report.no_fork.to_string())?;
+        dict.set_item("no_huge_pages", report.no_huge_pages.to_string())?;
+        dict.set_item("guard_pages", report.guard_pages)?;
+        dict.set_item("canary", report.canary)?;
+        dict.set_item("fork_detection", report.fork_detection)?;
+        Ok(dict)
     }
 
     /// Wipes and releases the memory, waiting for callbacks running in other threads. Idempotent.

@@ -140,3 +140,22 @@ def test_memlock_limit_raises_memory_lock_error_naming_the_limit(factory_name: s
     assert int(created) < 1000
     assert "64 KiB" in message
     assert "limit" in message
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_secret_used_in_a_forked_child_raises_forked_process_error(factory) -> None:
+    with factory.new(bytearray(KEY)) as secret:
+        pid = os.fork()
+        if pid == 0:  # child: report by exit code only, never return into pytest
+            code = 3
+            try:
+                secret.with_bytes(bytes)
+            except securememory.ForkedProcessError:
+                code = 0
+            except BaseException:
+                code = 2
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status), f"child ended by signal {os.WTERMSIG(status)}"
+        assert os.WEXITSTATUS(status) == 0
+        assert secret.with_bytes(bytes) == KEY  # the parent is unaffected

@@ -104,3 +104,13 @@ def test_best_effort_locking_is_opt_in() -> None:
     assert "best_effort_locking=True" in repr(factory)
     with factory.create_random(16) as secret:
         assert len(secret.with_bytes(bytes)) == 16
+
+
+def test_protection_report(factory) -> None:
+    with factory.create_random(64) as secret:
+        report = secret.protections()
+    assert report["locked"] is True
+    assert report["locked_bytes"] >= 4096
+    assert report["no_dump"] == "applied"  # Linux MADV_DONTDUMP
+    expected_guards = isinstance(factory, securememory.MemguardSecretFactory)
+    assert report["guard_pages"] is expected_guards

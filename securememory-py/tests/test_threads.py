@@ -80,3 +80,33 @@ def test_threads_inside_long_callbacks_delay_close_until_they_finish(factory) ->
     assert not worker.is_alive() and not closer.is_alive()
     assert seen == [KEY]
     assert secret.closed
+
+
+def test_nested_with_bytes_on_one_secret(factory) -> None:
+    with factory.new(bytearray(KEY)) as secret:
+        assert secret.with_bytes(lambda outer: (bytes(outer), secret.with_bytes(bytes))) == (KEY, KEY)
+
+
+def test_nested_with_bytes_while_another_thread_closes_does_not_deadlock(factory) -> None:
+    secret = factory.new(bytearray(KEY))
+    closing = threading.Thread(target=secret.close)
+    outcome: list[object] = []
+
+    def callback(view: memoryview) -> bytes:
+        closing.start()
+        # close() is now waiting for this callback (or about to); a nested access must not wait for close.
+        while not secret.closed and closing.is_alive():
+            try:
+                outcome.append(secret.with_bytes(bytes))
+            except SecretClosedError as error:
+                outcome.append(error)
+                break
+            if len(outcome) > 1000:
+                break
+        return bytes(view)
+
+    assert secret.with_bytes(callback) == KEY
+    closing.join(timeout=60)
+    assert not closing.is_alive()
+    assert secret.closed
+    assert all(item == KEY or isinstance(item, SecretClosedError) for item in outcome)

@@ -27,6 +27,14 @@ class Secret:
     def reader(self) -> SecretReader:
         """A binary file object (``io.RawIOBase``) reading the secret from its start."""
 
+    def protections(self) -> dict[str, bool | int | str]:
+        """Which protections took effect for this secret, as found when it was created.
+
+        Keys: ``locked`` and ``locked_bytes`` (never swapped), ``no_dump`` / ``no_fork`` / ``no_huge_pages``
+        (``"applied"``, ``"not supported on this OS"`` or ``"failed (...)"``), ``guard_pages``, ``canary``,
+        ``fork_detection``.
+        """
+
     def close(self) -> None:
         """Wipes and releases the memory, waiting for callbacks running in other threads. Idempotent."""
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from typing_extensions import Buffer
+from securememory._native import RawSecretReader, Secret
 
-    from securememory._native import RawSecretReader, Secret
+if TYPE_CHECKING:
+    # Private alias: a name only type checkers know must not look like part of the module.
+    from typing_extensions import Buffer as _Buffer
 
 
 class SecretReader(io.RawIOBase):
@@ -32,7 +33,7 @@ class SecretReader(io.RawIOBase):
         self._check_open()
         return True
 
-    def readinto(self, buffer: Buffer) -> int:
+    def readinto(self, buffer: _Buffer) -> int:
         """Copies the next bytes into ``buffer`` and returns how many (0 at the end)."""
         self._check_open()
         return self._raw.readinto(buffer)
