@@ -1,5 +1,60 @@
 //! Guarded buffers, encrypted enclaves with a rotating key, streams, purge and signal handling: a Rust port of
-//! Go's `awnumar/memguard` without its failure modes.
+//! Go's `awnumar/memguard` (v0.23.0) without its failure modes.
+//!
+//! - [`LockedBuffer`]: secret bytes in their own pages, `[guard][canary … data][guard]`, locked into RAM, kept
+//!   out of core dumps and forked children, wiped and released on drop. Bytes are reached through guards or
+//!   closures that cannot outlive the buffer.
+//! - [`Enclave`]: a secret encrypted (XSalsa20-Poly1305) in ordinary memory under one process-wide key, which
+//!   is itself kept split across locked pages and re-split every 500 ms ([`Coffer`]).
+//! - [`Stream`]: `io::Read` + `io::Write` over a queue of sealed 16 KiB chunks, for payloads too large to keep
+//!   in locked memory at once.
+//! - [`purge`], [`safe_exit`], [`safe_panic`], [`catch_interrupt`], [`catch_signal`]: wipe everything before
+//!   the process goes away.
+//! - [`GuardedRegion`], [`register`] and [`Purgeable`]: the building blocks, for crates that manage their own
+//!   protection on top.
+//!
+//! ```
+//! use memguard::{Enclave, LockedBuffer};
+//!
+//! let mut key = *b"an example 32-byte secret value!";
+//! let buf = LockedBuffer::from_bytes(&mut key)?; // moved: `key` is wiped, the buffer is read-only
+//! assert_eq!(key, [0u8; 32]);
+//! let first = buf.bytes()?.byte_array32().map(|k| k[0]);
+//! assert_eq!(first, Some(b'a'));
+//!
+//! let sealed: Enclave = buf.seal()?; // encrypted in place, the buffer destroyed
+//! let opened = sealed.open()?; // decrypted into a fresh locked buffer
+//! assert!(opened.equal_to(b"an example 32-byte secret value!"));
+//! # Ok::<(), memguard::Error>(())
+//! ```
+//!
+//! # What differs from Go
+//! - Every failure is an [`Error`] value: Go panics on any syscall failure and then purges every buffer in the
+//!   process; here one failed allocation affects nobody else. A zero size is [`Error::InvalidLength`], not an
+//!   inert "null buffer". Memory-lock exhaustion says which limit was hit and how to raise it.
+//! - A canary mismatch at destroy is [`Error::CanaryCorrupted`], after the pages are wiped and released (Go
+//!   panics and leaves them mapped and locked).
+//! - Failed [`Enclave::open`] leaks nothing (Go leaks two locked buffers); plaintext only ever appears inside
+//!   locked memory (Go decrypts on the heap first); every intermediate hash of the key split is wiped; the
+//!   rekey thread stops on [`purge`] and on request ([`stop_rekeying`]).
+//! - Signal handling chains with the process's other handlers (Go resets them all).
+//! - Typed views check alignment; [`LockedBuffer::with_str`] replaces Go's `String()`, which aliased the
+//!   protected memory past the buffer's life.
+//! - The canary is compared against a per-process random pattern rather than per-buffer copies in the guard
+//!   pages (which cannot change while no-access, so checking them only cost two protection changes).
+//!
+//! # Platform support
+//! Linux is built and tested. Other Unix systems and Windows get what [`memcall`] offers there; signal
+//! handling is Unix-only.
+//!
+//! # Core dumps
+//! Every region is excluded from core dumps where the OS allows ([`memcall::Hardening`]). This crate does not
+//! switch core dumps off process-wide; call [`memcall::disable_core_dumps`] for Go's behaviour.
+//!
+//! # Locked memory
+//! Each buffer locks its data pages, rounded up to whole pages (a 32-byte secret locks 4 KiB and maps two
+//! more guard pages). [`Locking::Required`] is the default; [`LockedBuffer::with_locking`] with
+//! [`Locking::BestEffort`] tolerates a lock failure and reports it through [`LockedBuffer::is_locked`].
 
 mod buffer_io;
 mod core;

@@ -75,8 +75,8 @@ impl Stream {
     /// Opens every chunk straight into one new frozen buffer and empties the stream (Go's `Flush`).
     ///
     /// # Errors
-    /// [`Error::InvalidLength`] when the stream is empty; [`Error::Memory`] when the buffer cannot be made;
-    /// [`Error::DecryptionFailed`] after a [`purge`](crate::purge). The stream is left unchanged on error.
+    /// [`Error::InvalidLength`](crate::Error::InvalidLength) when the stream is empty; [`Error::Memory`](crate::Error::Memory) when the buffer cannot be made;
+    /// [`Error::DecryptionFailed`](crate::Error::DecryptionFailed) after a [`purge`](crate::purge). The stream is left unchanged on error.
     pub fn flush_buffer(&mut self) -> Result<LockedBuffer> {
         let mut out = LockedBuffer::new(self.size)?;
         {
