@@ -199,3 +199,49 @@ fn destroy_checks_the_canary_of_a_no_access_region() {
     assert!(matches!(err.error, Error::CanaryCorrupted { len: 20, .. }));
     assert!(err.region.is_none(), "freed anyway");
 }
+
+/// Virtual memory of this process in kB (`VmSize`): a region left mapped would add at least 12 kB.
+fn mapped_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmSize:"))
+        .expect("VmSize");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// In a child (mappings and locked bytes are process-wide): whichever step of `new` fails, nothing stays
+/// mapped or locked.
+#[test]
+fn failed_new_leaves_nothing_mapped_or_locked() {
+    if common::scenario().as_deref() == Some("no_leak") {
+        // Warm up everything made once per process (canary pattern, the fault rules' storage).
+        GuardedRegion::new(1, Locking::Required)
+            .unwrap()
+            .destroy()
+            .unwrap();
+        drop(fault::fail(Op::Lock).after(1000).arm());
+        let (mapped, locked) = (mapped_kb(), locked_now());
+        for (op, skip) in [(Op::Lock, 0), (Op::Protect, 0), (Op::Protect, 1)] {
+            for _ in 0..20 {
+                let _f = fault::fail(op).after(skip).arm();
+                assert!(GuardedRegion::new(5000, Locking::Required).is_err());
+            }
+            assert_eq!(mapped_kb(), mapped, "{op:?}/{skip}: mapped memory");
+            assert_eq!(locked_now(), locked, "{op:?}/{skip}: locked bytes");
+        }
+        std::process::exit(0);
+    }
+    let out = common::run_child("failed_new_leaves_nothing_mapped_or_locked", "no_leak");
+    common::assert_exit_code(&out, 0);
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<GuardedRegion>();
+    check::<memguard::LockedBuffer>();
+    check::<memguard::Enclave>();
+    check::<memguard::Stream>();
+    check::<memguard::Coffer>();
+}
