@@ -186,3 +186,20 @@ pub fn all() -> Vec<Case> {
         ),
     ]
 }
+
+/// The Go libraries' figure for the same work on this kind of machine, from the speed issue's table; shown for
+/// orientation only (it was not measured in this run).
+pub fn go_reference_ns(name: &str) -> Option<f64> {
+    Some(match name {
+        "with_bytes/protected_memory" | "with_bytes/2_threads_one_secret" => 2_700.0,
+        "with_bytes/1_MiB" => 20_300.0,
+        "new_close/protected_memory" => 25_300.0,
+        "new_close/memguard" => 48_200.0,
+        "create_random_close/protected_memory" => 24_700.0,
+        "create_random_close/memguard" => 47_500.0,
+        "locked_buffer/new_destroy" => 42_500.0,
+        "enclave/seal_open" => 119_700.0,
+        "stream/1_MiB_write_read" => 13_300_000.0,
+        _ => return None,
+    })
+}

@@ -59,6 +59,8 @@ pub struct Row {
     pub max_ns: Option<f64>,
     /// Why the case has no figure.
     pub note: Option<String>,
+    /// The Go libraries' figure for this work from the speed issue (orientation only, not measured here).
+    pub go_reference_ns: Option<f64>,
 }
 
 fn unavailable(case: &Case, why: String) -> Row {
@@ -76,6 +78,7 @@ fn unavailable(case: &Case, why: String) -> Row {
         min_ns: None,
         max_ns: None,
         note: Some(format!("not available: {why}")),
+        go_reference_ns: cases::go_reference_ns(case.name),
     }
 }
 
@@ -117,6 +120,7 @@ fn measure(case: &Case, plan: &Plan) -> Result<Row, String> {
         min_ns: samples.first().copied(),
         max_ns: samples.last().copied(),
         note: None,
+        go_reference_ns: cases::go_reference_ns(case.name),
     })
 }
 
@@ -128,6 +132,7 @@ fn print_table(rows: &[Row]) {
         "baseline ns",
         "ratio",
         "goal",
+        "Go (issue)",
         "result",
     ]);
     for r in rows {
@@ -140,6 +145,7 @@ fn print_table(rows: &[Row]) {
             opt(r.baseline_ns, &nanos),
             opt(r.ratio, &|x| format!("{x:.2}")),
             r.goal.clone(),
+            opt(r.go_reference_ns, &nanos),
             match (r.pass, &r.note) {
                 (Some(true), _) => "pass".to_owned(),
                 (Some(false), _) => "FAIL".to_owned(),

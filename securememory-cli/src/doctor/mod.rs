@@ -58,13 +58,21 @@ fn capacity_check(c: &Capacity, memlock: &MemlockFacts, expect: u64) -> Check {
     let fit = measured.map(|m| m.count).or(c.by_arithmetic);
     let unprivileged = measured.filter(|m| m.ipc_lock_dropped).map(|m| m.count);
     let (status, detail) = if memlock.cap_ipc_lock == Some(true) {
-        let detail = match unprivileged {
-            Some(n) => format!(
-                "CAP_IPC_LOCK lifts the limit for this process; without it {n} secrets fit (measured)"
+        // Fine here, but a deployment without the capability would fall short: worth a warning.
+        match unprivileged {
+            Some(n) if n < expect => (
+                Status::Warn,
+                format!(
+                    "CAP_IPC_LOCK lifts the limit for this process; without it only {n} secrets fit (measured), \
+                     {expect} needed"
+                ),
             ),
-            None => "CAP_IPC_LOCK lifts the limit for this process".to_owned(),
-        };
-        (Status::Pass, detail)
+            Some(n) => (
+                Status::Pass,
+                format!("CAP_IPC_LOCK lifts the limit for this process; without it {n} secrets fit (measured)"),
+            ),
+            None => (Status::Pass, "CAP_IPC_LOCK lifts the limit for this process".to_owned()),
+        }
     } else if memlock.soft_bytes.is_none() {
         (
             Status::Pass,
@@ -83,7 +91,7 @@ fn capacity_check(c: &Capacity, memlock: &MemlockFacts, expect: u64) -> Check {
             ),
         }
     };
-    let fix = (status == Status::Fail).then(|| memlock_fix(needed));
+    let fix = (status != Status::Pass).then(|| memlock_fix(needed));
     Check {
         check,
         status,
