@@ -1,18 +1,29 @@
 //! `securememory`: tells an operator whether this host can keep secrets in memory (`doctor`) and how fast the
 //! library is here (`bench`).
 
+// The doctor re-runs itself as child processes that fault, fork and dump core: Unix only.
+#[cfg(unix)]
 mod bench;
+#[cfg(unix)]
 mod child;
+#[cfg(unix)]
 mod cli;
+#[cfg(unix)]
 mod doctor;
+#[cfg(unix)]
 mod holder;
+#[cfg(unix)]
 mod report;
+#[cfg(unix)]
 mod sys;
 
+#[cfg(unix)]
 use clap::Parser;
 
+#[cfg(unix)]
 use cli::{ChildArgs, Cli, Command, Scenario};
 
+#[cfg(unix)]
 fn run_child(args: &ChildArgs) -> i32 {
     match &args.scenario {
         Scenario::Probe => {
@@ -39,6 +50,7 @@ fn run_child(args: &ChildArgs) -> i32 {
     }
 }
 
+#[cfg(unix)]
 fn main() {
     let cli = Cli::parse();
     let code = match &cli.command {
@@ -47,4 +59,10 @@ fn main() {
         Command::Child(args) => run_child(args),
     };
     std::process::exit(code);
+}
+
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("securememory: doctor and bench need a Unix host (they prove guarantees with fork, faults and core files)");
+    std::process::exit(2);
 }

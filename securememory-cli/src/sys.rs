@@ -1,6 +1,5 @@
-//! The few raw system calls the doctor needs beyond `memcall`: host identity, core-dump switches, capability
-//! dropping, kernel-feature probes and the deliberate faults of the live proofs. All `unsafe` of the binary is
-//! here.
+//! The few raw system calls the doctor needs beyond `memcall`: host identity, core-dump limits, kernel-feature
+//! probes, fork, and the deliberate faults of the live proofs.
 
 use std::io;
 
@@ -68,6 +67,28 @@ pub fn raise_core_limit() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Gives up CAP_IPC_LOCK so RLIMIT_MEMLOCK binds (Linux); elsewhere there is no exemption to give up.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn drop_lock_exemption() -> Result<(), String> {
+    memcall::drop_lock_exemption().map_err(|e| e.to_string())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn drop_lock_exemption() -> Result<(), String> {
+    Err("this OS has no locked-memory exemption to give up".to_owned())
+}
+
+/// Whether this process may dump core (`PR_GET_DUMPABLE`); `None` where the OS has no such switch.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn is_dumpable() -> Option<bool> {
+    memcall::is_dumpable().ok()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn is_dumpable() -> Option<bool> {
+    None
 }
 
 /// Maps three private pages and asks for a guard on the first one with `MADV_GUARD_INSTALL` (Linux 6.13+;
@@ -211,22 +232,9 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Fills `buf` from the kernel's random source.
+/// Fills `buf` from the OS random generator (one getrandom(2) call on Linux for small buffers).
 pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: `buf[done..]` is valid for writes of `buf.len() - done` bytes.
-        let r = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
-        if r < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        done += r as usize;
-    }
-    Ok(())
+    getrandom::fill(buf).map_err(io::Error::other)
 }
 
 /// A signal's name for messages.

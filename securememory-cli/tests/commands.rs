@@ -1,5 +1,6 @@
 //! Runs the real binary: `doctor --json` must report passing proofs on this host and `bench --quick --json` must
 //! print one well-formed object per case.
+#![cfg(unix)]
 
 use std::process::{Command, Output};
 

@@ -115,7 +115,7 @@ pub fn fill(flavour: Flavour, size: usize, cap: u64, drop_ipc_lock: bool) -> Mea
     let start = Instant::now();
     let mut dropped = false;
     if drop_ipc_lock {
-        match memcall::drop_lock_exemption() {
+        match crate::sys::drop_lock_exemption() {
             Ok(()) => dropped = true,
             Err(e) => eprintln!("could not drop CAP_IPC_LOCK: {e}"),
         }

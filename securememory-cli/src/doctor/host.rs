@@ -215,7 +215,7 @@ fn core_facts() -> CoreFacts {
         core_pattern: read_trimmed("/proc/sys/kernel/core_pattern"),
         core_uses_pid: read_trimmed("/proc/sys/kernel/core_uses_pid"),
         suid_dumpable: read_trimmed("/proc/sys/fs/suid_dumpable"),
-        dumpable: memcall::is_dumpable().ok(),
+        dumpable: sys::is_dumpable(),
         coredump_filter: read_trimmed("/proc/self/coredump_filter"),
     }
 }

@@ -103,7 +103,7 @@ pub fn core() -> i32 {
     emit(&Line {
         marker: Some(hex(&control)),
         core_limit: Some(sys::core_limit().ok().and_then(|(soft, _)| soft)),
-        dumpable: memcall::is_dumpable().ok(),
+        dumpable: sys::is_dumpable(),
         ..Line::default()
     });
     std::hint::black_box((&control, &held));
