@@ -49,9 +49,17 @@ fn purge_waits_for_readers_on_other_threads() {
     let guard = buf.bytes().unwrap();
     std::thread::scope(|s| {
         let purger = s.spawn(purge);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        // The reader still sees its bytes while the purge waits for it.
+        // New accesses are refused once the purge has begun (nested reads on this thread until then).
+        while buf.bytes().is_ok() {
+            std::thread::yield_now();
+        }
+        assert!(matches!(buf.bytes(), Err(Error::Destroyed)));
+        // The reader still sees its bytes while the purge waits for it, and reading state again on the same
+        // thread does not deadlock behind the waiting purge.
         assert_eq!(&*guard, &[6u8; 16]);
+        assert_eq!(buf.size(), 16);
+        assert!(buf.is_alive());
+        assert!(!purger.is_finished(), "purge waits for the reader");
         drop(guard);
         purger.join().unwrap();
     });

@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use memcall::Protection;
 
@@ -119,22 +119,41 @@ impl Shared {
         }
     }
 
-    fn finish_pending_purge(&self) {
-        if let Ok(mut state) = self.state.try_write() {
-            destroy_logged(&mut state);
-        }
+    /// Destroys the region if nobody holds the lock; returns false when someone does (that holder's guard
+    /// finishes the purge when released).
+    fn finish_pending_purge(&self) -> bool {
+        let mut state = match self.state.try_write() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        destroy_logged(&mut state);
+        true
     }
 }
 
 impl Purgeable for Shared {
+    /// Marks the buffer, then destroys it once no access holds it. New accesses are refused from the moment
+    /// it is marked, and the last access to end finishes the job.
+    ///
+    /// It never blocks on the lock: a blocked writer would stop new readers, and a thread that already holds a
+    /// read guard and reads again (say `size()` inside `with_bytes`) would deadlock. On a thread that holds
+    /// any buffer access it does not wait at all (that access may be this buffer's); elsewhere it polls until
+    /// the other threads' accesses end.
     fn purge(&self) {
         self.purge_pending.store(true, Ordering::Release);
-        if HELD.with(Cell::get) == 0 {
-            destroy_logged(&mut self.write_lock());
-        } else {
-            // Maybe our own guard holds this lock: never block. If it is busy, its holder finishes the purge
-            // when it lets go.
+        if HELD.with(Cell::get) > 0 {
             self.finish_pending_purge();
+            return;
+        }
+        let mut spins = 0u32;
+        while !self.finish_pending_purge() {
+            if spins < 100 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            spins = spins.saturating_add(1);
         }
     }
 }

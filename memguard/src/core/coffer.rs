@@ -260,6 +260,11 @@ impl Drop for Coffer {
 fn rekey_loop(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), interval: Duration) {
     let mut stopped = lock(&stop.0);
     loop {
+        // Checked before waiting too: a stop that came before this thread first took the lock sent its
+        // notification to nobody.
+        if *stopped {
+            return;
+        }
         stopped = stop
             .1
             .wait_timeout(stopped, interval)
