@@ -183,8 +183,16 @@ pub fn text(r: &DoctorReport) -> String {
     host_section(r, &mut out);
     capacity_section(r, &mut out);
     checks_section(r, &mut out);
-    if r.ok {
+    let count = |st: Status| r.checks.iter().filter(|c| c.status == st).count();
+    let (warn, skip) = (count(Status::Warn), count(Status::Skip));
+    if r.ok && warn + skip == 0 {
         out.push_str("\nResult: every guarantee holds on this host.\n");
+    } else if r.ok {
+        let _ = writeln!(
+            out,
+            "\nResult: every guarantee that could be checked holds on this host ({warn} warning(s), {skip} check(s) \
+             not possible here; see above)."
+        );
     } else {
         let _ = writeln!(out, "\nResult: FAILING: {}", r.failing.join(", "));
     }
