@@ -130,3 +130,27 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_columns_line_up_and_the_last_is_not_padded() {
+        let mut t = Table::new(&["a", "bb", "c"]);
+        t.row(vec!["µµµ".into(), "x".into(), "last".into()]);
+        let text = t.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, ["a    bb  c", "---  --  ----", "µµµ  x   last"]);
+    }
+
+    #[test]
+    fn sizes_and_durations_read_naturally() {
+        assert_eq!(bytes(None), "unlimited");
+        assert_eq!(bytes(Some(0)), "0 bytes");
+        assert_eq!(bytes(Some(8 << 20)), "8 MiB");
+        assert_eq!(nanos(812.4), "812 ns");
+        assert_eq!(nanos(1_634.0), "1.63 µs");
+        assert_eq!(nanos(4_200_000.0), "4.20 ms");
+    }
+}
