@@ -174,3 +174,17 @@ impl LockedBuffer {
         Enclave::seal(self)
     }
 }
+
+impl Coffer {
+    /// A copy of the key in a new mutable [`LockedBuffer`] (Go's `Coffer.View`); destroy it when done.
+    ///
+    /// # Errors
+    /// [`Error::Destroyed`] after [`Coffer::destroy`]; [`Error::Memory`] when the buffer cannot be made.
+    pub fn view(&self) -> Result<LockedBuffer> {
+        let mut view = LockedBuffer::new(crate::core::crypto::KEY_LEN)?;
+        let mut data = view.bytes_mut()?;
+        self.with_key(|key| data.copy_from_slice(key))?;
+        drop(data);
+        Ok(view)
+    }
+}

@@ -135,6 +135,8 @@ fn coffer_key_survives_rekeying_and_dies_with_destroy() {
     let coffer = Coffer::new().unwrap();
     let key = coffer.with_key(|k| *k).unwrap();
     assert_ne!(key, [0u8; 32]);
+    let view = coffer.view().unwrap();
+    assert!(view.equal_to(&key) && view.is_mutable());
     for _ in 0..100 {
         coffer.rekey().unwrap();
         assert_eq!(coffer.with_key(|k| *k).unwrap(), key);
@@ -149,6 +151,7 @@ fn coffer_key_survives_rekeying_and_dies_with_destroy() {
     assert!(coffer.is_destroyed());
     assert!(matches!(coffer.with_key(|_| ()), Err(Error::Destroyed)));
     assert!(matches!(coffer.rekey(), Err(Error::Destroyed)));
+    assert!(matches!(coffer.view(), Err(Error::Destroyed)));
     coffer.destroy().unwrap();
 }
 
