@@ -113,35 +113,23 @@ fn unreadable(m: &Mapping) -> bool {
     m.name.starts_with("[vvar") || m.name == "[vsyscall]"
 }
 
-/// Reservations larger than this with no access at all are address space nobody has written (allocator arenas,
-/// thread-stack reserves); reading them would only fault in zero pages.
-const UNTOUCHED_RESERVATION: usize = 64 << 20;
-
 /// Scans every mapping of this process, no-access ones included, for the markers of `set`, and returns the
 /// indices found with the mapping each was found in. Reading goes through `/proc/self/mem`, which ignores page
-/// protection, so a secret that sits in mapped memory is found wherever it is.
+/// protection, so a secret that sits in mapped memory is found wherever it is. Only pages that are resident or
+/// swapped out (per `/proc/self/pagemap`) are read: the others have never been written and read as zeros.
 pub fn scan_own_memory(set: &MarkerSet) -> Vec<(usize, Mapping)> {
-    const CHUNK: usize = 1 << 20;
     let mem = File::open("/proc/self/mem").expect("open /proc/self/mem");
-    let mut buf = vec![0u8; CHUNK + 64];
+    let pagemap = File::open("/proc/self/pagemap").expect("open /proc/self/pagemap");
+    let page = page_size();
+    let mut buf = Vec::new();
     let mut hits = Vec::new();
-    let maps = mappings();
-    for m in &maps {
-        if unreadable(m) || (m.perms.starts_with("---") && m.end - m.start > UNTOUCHED_RESERVATION)
-        {
-            continue;
-        }
+    for m in mappings().iter().filter(|m| !unreadable(m)) {
         let mut found = vec![false; set.len()];
-        let mut at = m.start;
-        while at < m.end {
-            // Overlap chunks by 64 bytes so a marker that straddles two chunks is still seen.
-            let len = (m.end - at).min(CHUNK + 64);
-            let n = read_fully(&mem, &mut buf[..len], at);
+        for (start, end) in backed_runs(&pagemap, m, page) {
+            // Runs of backed pages are read whole, so a marker that spans pages within a run is seen.
+            buf.resize(end - start, 0);
+            let n = read_fully(&mem, &mut buf, start);
             set.scan(&buf[..n], &mut found);
-            if len < CHUNK + 64 {
-                break;
-            }
-            at += CHUNK;
         }
         if found.contains(&true) {
             // The buffer now holds what was found; clear it so scanning the heap it lives in does not find it again.
@@ -156,6 +144,35 @@ pub fn scan_own_memory(set: &MarkerSet) -> Vec<(usize, Mapping)> {
         );
     }
     hits
+}
+
+fn page_size() -> usize {
+    // SAFETY: `sysconf` has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// The address ranges of `m` whose pages are resident or swapped out, coalesced into runs.
+fn backed_runs(pagemap: &File, m: &Mapping, page: usize) -> Vec<(usize, usize)> {
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    let pages = (m.end - m.start) / page;
+    let mut entries = vec![0u8; pages * 8];
+    let n = read_fully(pagemap, &mut entries, (m.start / page) * 8);
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, entry) in entries[..n].chunks_exact(8).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(entry);
+        if u64::from_ne_bytes(word) & (PRESENT | SWAPPED) == 0 {
+            continue;
+        }
+        let addr = m.start + i * page;
+        match runs.last_mut() {
+            Some(run) if run.1 == addr => run.1 = addr + page,
+            _ => runs.push((addr, addr + page)),
+        }
+    }
+    runs
 }
 
 /// Reads as much of `[at, at + buf.len())` as the kernel gives; stops at the first unreadable byte.
