@@ -57,6 +57,10 @@ pub struct Row {
     pub iters: u64,
     pub min_ns: Option<f64>,
     pub max_ns: Option<f64>,
+    /// The same medians in process CPU time, which leaves out time spent preempted on a shared machine.
+    pub cpu_ns_per_op: Option<f64>,
+    pub cpu_baseline_ns: Option<f64>,
+    pub cpu_ratio: Option<f64>,
     /// Why the case has no figure.
     pub note: Option<String>,
     /// The Go libraries' figure for this work from the speed issue (orientation only, not measured here).
@@ -77,6 +81,9 @@ fn unavailable(case: &Case, why: String) -> Row {
         iters: 0,
         min_ns: None,
         max_ns: None,
+        cpu_ns_per_op: None,
+        cpu_baseline_ns: None,
+        cpu_ratio: None,
         note: Some(format!("not available: {why}")),
         go_reference_ns: cases::go_reference_ns(case.name),
     }
@@ -94,17 +101,25 @@ fn measure(case: &Case, plan: &Plan) -> Result<Row, String> {
         .iter_mut()
         .map(|p| calibrate(p.as_mut(), plan.batch, 10_000_000))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut samples = Vec::with_capacity(plan.reps);
-    let mut part_samples = vec![Vec::with_capacity(plan.reps); parts.len()];
+    // [wall, cpu] samples of the case and of each baseline component.
+    let mut samples = [Vec::with_capacity(plan.reps), Vec::with_capacity(plan.reps)];
+    let mut part_samples =
+        vec![[Vec::with_capacity(plan.reps), Vec::with_capacity(plan.reps)]; parts.len()];
     for _ in 0..plan.reps {
         for ((p, &n), s) in parts.iter_mut().zip(&part_iters).zip(&mut part_samples) {
-            s.push(time_batch(p.as_mut(), n)?);
+            let t = time_batch(p.as_mut(), n)?;
+            s[0].push(t.wall);
+            s[1].push(t.cpu);
         }
-        samples.push(time_batch(work.as_mut(), iters)?);
+        let t = time_batch(work.as_mut(), iters)?;
+        samples[0].push(t.wall);
+        samples[1].push(t.cpu);
     }
-    let parts_median: Vec<f64> = part_samples.iter_mut().map(|s| median(s)).collect();
+    let parts_median: Vec<f64> = part_samples.iter_mut().map(|s| median(&mut s[0])).collect();
+    let parts_cpu: f64 = part_samples.iter_mut().map(|s| median(&mut s[1])).sum();
     let baseline_ns = parts_median.iter().sum::<f64>();
-    let ns = median(&mut samples);
+    let ns = median(&mut samples[0]);
+    let cpu = median(&mut samples[1]);
     let goal_ns = finite(case.goal.threshold(&parts_median));
     Ok(Row {
         name: case.name,
@@ -117,8 +132,11 @@ fn measure(case: &Case, plan: &Plan) -> Result<Row, String> {
         pass: goal_ns.map(|g| ns <= g),
         reps: plan.reps,
         iters,
-        min_ns: samples.first().copied(),
-        max_ns: samples.last().copied(),
+        min_ns: samples[0].first().copied(),
+        max_ns: samples[0].last().copied(),
+        cpu_ns_per_op: finite(cpu),
+        cpu_baseline_ns: finite(parts_cpu),
+        cpu_ratio: finite(cpu / parts_cpu),
         note: None,
         go_reference_ns: cases::go_reference_ns(case.name),
     })
@@ -131,6 +149,7 @@ fn print_table(rows: &[Row]) {
         "baseline",
         "baseline ns",
         "ratio",
+        "cpu ratio",
         "goal",
         "Go (issue)",
         "result",
@@ -144,6 +163,7 @@ fn print_table(rows: &[Row]) {
             r.baseline.to_owned(),
             opt(r.baseline_ns, &nanos),
             opt(r.ratio, &|x| format!("{x:.2}")),
+            opt(r.cpu_ratio, &|x| format!("{x:.2}")),
             r.goal.clone(),
             opt(r.go_reference_ns, &nanos),
             match (r.pass, &r.note) {

@@ -15,11 +15,23 @@ impl<F: FnMut(u64) -> Result<(), String>> Workload for F {
     }
 }
 
-/// Nanoseconds per operation of one timed batch.
-pub fn time_batch(w: &mut dyn Workload, iters: u64) -> Result<f64, String> {
+/// Nanoseconds per operation of one timed batch: wall clock, and CPU time of the whole process (which leaves
+/// out time spent preempted by other work on a shared machine, and adds up both threads of a two-thread case).
+pub struct Sample {
+    pub wall: f64,
+    pub cpu: f64,
+}
+
+pub fn time_batch(w: &mut dyn Workload, iters: u64) -> Result<Sample, String> {
+    let cpu = crate::sys::process_cpu_ns();
     let start = Instant::now();
     w.run(iters)?;
-    Ok(start.elapsed().as_nanos() as f64 / iters as f64)
+    let wall = start.elapsed().as_nanos() as f64;
+    let cpu = crate::sys::process_cpu_ns().saturating_sub(cpu) as f64;
+    Ok(Sample {
+        wall: wall / iters as f64,
+        cpu: cpu / iters as f64,
+    })
 }
 
 /// The number of iterations that takes roughly `target`, found by doubling from one (which also warms up).
