@@ -2,13 +2,14 @@
 # Builds and installs the Python package into a fresh venv, then runs its pytest suite and mypy's stubtest.
 # Needs python3 (>= 3.9, with venv), a Rust toolchain, and access to PyPI and crates.io.
 #
-#   securememory-py/run-tests.sh            # venv in target-py/venv (or $SECUREMEMORY_PY_VENV)
+#   securememory-py/run-tests.sh            # venv in ${CARGO_TARGET_DIR:-target}/py-venv (or $SECUREMEMORY_PY_VENV)
 #   PYTHON=python3.12 securememory-py/run-tests.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 python="${PYTHON:-python3}"
-venv="${SECUREMEMORY_PY_VENV:-$root/target-py/venv}"
+target="${CARGO_TARGET_DIR:-$root/target}"
+venv="${SECUREMEMORY_PY_VENV:-$target/py-venv}"
 step() { printf '\n---- securememory-py: %s ----\n' "$*"; }
 trap 'echo "securememory-py: FAILED during: ${current:-setup}" >&2' ERR
 
@@ -23,7 +24,7 @@ current="install test tools"; step "$current"
 
 current="pip install ./securememory-py"; step "$current"
 # Build into the workspace's own target dir so repeated runs reuse compiled crates.
-(cd "$root" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}" "${pip[@]}" install --quiet ./securememory-py)
+(cd "$root" && CARGO_TARGET_DIR="$target" "${pip[@]}" install --quiet ./securememory-py)
 
 current="pytest"; step "$current"
 # Run from the tests dir so `securememory` is imported from the venv, not from the source tree.

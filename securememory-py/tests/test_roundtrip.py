@@ -114,3 +114,14 @@ def test_protection_report(factory) -> None:
     assert report["no_dump"] == "applied"  # Linux MADV_DONTDUMP
     expected_guards = isinstance(factory, securememory.MemguardSecretFactory)
     assert report["guard_pages"] is expected_guards
+
+
+def test_secrets_cannot_be_pickled_or_copied(factory) -> None:
+    import copy
+    import pickle
+
+    with factory.new(bytearray(KEY)) as secret:
+        with pytest.raises(TypeError):
+            pickle.dumps(secret)
+        with pytest.raises(TypeError):
+            copy.copy(secret)

@@ -163,3 +163,9 @@ def test_kept_views_never_crash_a_child_process_100_runs() -> None:
         child = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=120)
         assert child.returncode == 0, f"run {run}: exit {child.returncode}, stderr: {child.stderr[-2000:]}"
         assert child.stdout.strip() == "ok"
+
+
+def test_returned_view_is_released(factory) -> None:
+    with factory.new(bytearray(KEY)) as secret:
+        view = secret.with_bytes(lambda v: v)
+        assert_all_released([view])
