@@ -54,6 +54,9 @@ pub struct BenchArgs {
     /// Run only the cases whose name contains this text.
     #[arg(long)]
     pub filter: Option<String>,
+    /// Repetitions each median is taken over (default 11, or 7 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub reps: Option<u64>,
 }
 
 /// Which kind of secret a child scenario holds.

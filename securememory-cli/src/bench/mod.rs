@@ -179,7 +179,10 @@ fn print_table(rows: &[Row]) {
 
 /// Runs the benchmarks and prints them; returns the process exit status.
 pub fn run(args: &BenchArgs) -> i32 {
-    let plan = Plan::new(args.quick);
+    let mut plan = Plan::new(args.quick);
+    if let Some(reps) = args.reps {
+        plan.reps = reps as usize;
+    }
     let cases: Vec<Case> = cases::all()
         .into_iter()
         .filter(|c| args.filter.as_deref().is_none_or(|f| c.name.contains(f)))
