@@ -18,7 +18,7 @@ static CTYPES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 ///
 /// A writable, C-contiguous buffer (`bytearray`, writable `memoryview`, `array.array`, ...) is passed in place,
 /// so `consume` can wipe it. A read-only one (`bytes`, ...) cannot be wiped: it is first copied into a temporary
-/// `bytearray`, and that copy is what `consume` receives (and wipes).
+/// `bytearray`, and that copy is what `consume` receives; it is wiped afterwards whatever `consume` did.
 ///
 /// # Errors
 /// `TypeError` for objects without the buffer protocol or with a non-contiguous buffer.
@@ -30,7 +30,13 @@ pub(crate) fn with_source_bytes<R: Send>(
     let (readonly, _) = buffer_shape(py, source)?;
     if readonly {
         let copy = PyByteArray::from(source)?;
-        return with_writable_bytes(py, copy.as_any(), consume);
+        // `consume` may leave its input untouched (a factory does when allocation fails); the copy is ours to
+        // wipe either way.
+        return with_writable_bytes(py, copy.as_any(), |bytes| {
+            let consumed = consume(bytes);
+            memcall::wipe_bytes(bytes);
+            consumed
+        });
     }
     with_writable_bytes(py, source, consume)
 }

@@ -19,6 +19,7 @@ def test_new_round_trips_and_wipes_bytearray(factory) -> None:
         assert secret.with_bytes(bytes) == KEY
         assert secret.with_bytes(lambda view: view.tobytes()) == KEY
     assert source == bytearray(len(KEY))
+    source.extend(b"more")  # the export that pinned it during the copy is gone
 
 
 def test_new_wipes_writable_memoryview_and_array(factory) -> None:
