@@ -16,7 +16,7 @@
 //!
 //! # Flavours
 //! - [`protected_memory`]: whole pages of its own per secret, data at offset 0.
-//! - [`memguard`](crate::memguard): guard pages before and after, and a canary checked on close.
+//! - [`mod@memguard`]: guard pages before and after, and a canary checked on close.
 //!
 //! Both share one access state machine: the first closure to enter makes the pages read-only, the last to
 //! leave makes them no-access again; closures in between cost one atomic operation. `close` refuses new
@@ -99,6 +99,9 @@ pub trait Secret: Send + Sync {
     fn is_closed(&self) -> bool;
 
     /// Wipes and frees the secret, after waiting for running closures. Calling it again does nothing.
+    ///
+    /// A closure that waits for another thread which closes the same secret deadlocks (the closure counts as
+    /// running); only the same-thread case can be, and is, detected.
     ///
     /// # Errors
     /// [`Error::CloseInsideAccess`] from inside this secret's own closure; [`Error::Forked`] in a forked child;

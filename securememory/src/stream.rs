@@ -15,7 +15,7 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 /// A first-in, first-out byte stream whose contents live in [`ProtectedMemorySecret`] chunks.
 ///
 /// Writes copy straight into locked pages; a chunk is made no-access once it is full or on
-/// [`flush`](SecretStream::flush). Only the chunk being filled is read-write, and only between writes of one
+/// [`seal_tail`](SecretStream::seal_tail) (or `io::Write::flush`). Only the chunk being filled is read-write, and only between writes of one
 /// owner (`&mut self`). Reads copy out of the chunks in order and release each chunk (wiped) once read.
 ///
 /// ```
