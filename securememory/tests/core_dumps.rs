@@ -1,6 +1,7 @@
 //! The first factory disables core dumps process-wide (soft and hard `RLIMIT_CORE` = 0) unless
 //! `keep_core_dumps()` was called or `SECUREMEMORY_KEEP_CORE_DUMPS=1` is set. Each case runs in a child so
 //! the parent's limits are untouched.
+#![cfg(unix)]
 #![allow(unsafe_code)]
 
 mod common;

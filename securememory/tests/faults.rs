@@ -1,6 +1,7 @@
 //! What must kill the process, or be refused, proven in child processes: reading a secret's pages outside the
 //! access window (also after a panic inside it), writing them inside it, running past the data into the guard
 //! page, use in a forked child, and the locked-memory limit without `CAP_IPC_LOCK`.
+#![cfg(unix)]
 #![allow(unsafe_code)]
 
 mod common;
