@@ -58,6 +58,32 @@ fn drop_without_close_releases<F: Flavour>() {
     assert_eq!(memcall::locked_bytes(), locked);
 }
 
+/// Several threads close one secret while a closure runs on it: it is released (and counted) exactly once.
+fn concurrent_closes_count_once<F: Flavour>() {
+    let before = counts();
+    let s = F::factory().new(&mut KEY.to_vec()).unwrap();
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            s.with_bytes(|_| {
+                entered_tx.send(()).unwrap();
+                // Give the closers time to queue up behind this closure.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                Ok(())
+            })
+            .unwrap()
+        });
+        entered_rx.recv().unwrap();
+        for _ in 0..4 {
+            scope.spawn(|| s.close().unwrap());
+        }
+    });
+    assert!(s.is_closed());
+    let after = counts();
+    assert_eq!(after.in_use, before.in_use);
+    assert_eq!(after.locked_bytes, before.locked_bytes);
+}
+
 fn mappings() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()
@@ -204,6 +230,8 @@ fn accounting() {
     go_metrics_counts::<Mg>();
     drop_without_close_releases::<Pm>();
     drop_without_close_releases::<Mg>();
+    concurrent_closes_count_once::<Pm>();
+    concurrent_closes_count_once::<Mg>();
     failed_creations_leak_nothing::<Pm>();
     failed_creations_leak_nothing::<Mg>();
     #[cfg(feature = "metrics")]

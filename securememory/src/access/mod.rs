@@ -244,7 +244,15 @@ impl<P: Pages> AccessState<P> {
         if self.state.fetch_or(CLOSING, Ordering::AcqRel) & CLOSED != 0 {
             return Ok(());
         }
-        while self.state.load(Ordering::Acquire) & READERS != 0 {
+        loop {
+            let current = self.state.load(Ordering::Acquire);
+            if current & CLOSED != 0 {
+                // Another `close` finished while we waited.
+                return Ok(());
+            }
+            if current & READERS == 0 {
+                break;
+            }
             guard = wait(&self.drained, guard);
         }
         let (result, freed) = self.pages.with_mut(|slot| {
@@ -253,7 +261,8 @@ impl<P: Pages> AccessState<P> {
             // can run concurrently.
             let slot = unsafe { &mut *slot };
             match slot.take() {
-                None => (Ok(()), true),
+                // Unreachable: CLOSED is set whenever the slot is emptied, and checked above under the mutex.
+                None => (Ok(()), false),
                 Some(pages) => match pages.destroy() {
                     Ok(()) => (Ok(()), true),
                     Err(failed) => {
