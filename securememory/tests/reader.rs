@@ -109,6 +109,21 @@ fn reads_match_a_plain_slice_reader<F: Flavour>() {
     }
 }
 
+fn failed_release_wipes_the_copy_and_keeps_the_position<F: Flavour>() {
+    let s = secret_of::<F>(b"0123456789");
+    let mut r = s.reader().unwrap();
+    let mut buf = [0xAAu8; 4];
+    {
+        let _guard = memcall::fault::fail(memcall::Op::Protect).after(1).arm();
+        let err = r.read_with_eof(&mut buf).unwrap_err();
+        assert!(matches!(err, Error::Released { .. }), "{err:?}");
+    }
+    assert_eq!(buf, [0u8; 4], "copied bytes are wiped when the read fails");
+    assert_eq!(r.position(), 0);
+    assert_eq!(r.read_with_eof(&mut buf).unwrap(), (4, false));
+    assert_eq!(&buf, b"0123");
+}
+
 for_both_flavours!(
     reads_in_go_order,
     io_read_reports_end_as_zero,
@@ -117,4 +132,5 @@ for_both_flavours!(
     readers_have_their_own_positions,
     chained_readers,
     reads_match_a_plain_slice_reader,
+    failed_release_wipes_the_copy_and_keeps_the_position,
 );
