@@ -16,7 +16,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyList, PyMemoryView};
+use pyo3::types::{PyBytes, PyList, PyMemoryView, PyType};
 
 use crate::errors;
 
@@ -25,6 +25,7 @@ const PYBUF_READ: std::ffi::c_int = 0x100;
 
 static GET_REFERENTS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static GET_REFERRERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static MANAGED_BUFFER_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// Calls `callback(view)` with a read-only memoryview over `bytes` and returns its result, after releasing every
 /// view of `bytes` the callback may have kept.
@@ -74,18 +75,13 @@ impl<'py> Window<'py> {
         };
         // SAFETY: `raw` is a new (owned) reference or null with an exception set, as this call documents.
         let view = unsafe { Bound::from_owned_ptr_or_err(py, raw) }?.cast_into::<PyMemoryView>()?;
-        let referents = gc_function(py, &GET_REFERENTS, "get_referents")?
-            .call1((&view,))?
-            .cast_into::<PyList>()?;
-        // A memoryview's only GC referent is its managed buffer.
-        if referents.len() != 1 {
-            release(&view)?;
-            return Err(PyRuntimeError::new_err(
-                "this Python does not expose a memoryview's managed buffer; cannot guarantee views are released",
-            ));
-        }
-        let managed_buffer = referents.get_item(0)?;
-        drop(referents);
+        let managed_buffer = match managed_buffer_of(py, &view) {
+            Ok(managed_buffer) => managed_buffer,
+            Err(error) => {
+                release(&view)?;
+                return Err(error);
+            }
+        };
         let undivided_refcount = refcount(&managed_buffer);
         Ok(Window {
             view,
@@ -115,6 +111,47 @@ impl<'py> Window<'py> {
             held => Err(errors::view_still_exported(held)),
         }
     }
+}
+
+/// The managed buffer behind `view`: a memoryview's only GC referent, checked to be CPython's `managedbuffer`.
+fn managed_buffer_of<'py>(
+    py: Python<'py>,
+    view: &Bound<'py, PyMemoryView>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let expected = MANAGED_BUFFER_TYPE
+        .get_or_try_init(py, || managed_buffer_type(py))?
+        .bind(py);
+    let referents = gc_function(py, &GET_REFERENTS, "get_referents")?
+        .call1((view,))?
+        .cast_into::<PyList>()?;
+    if referents.len() == 1 {
+        let referent = referents.get_item(0)?;
+        if referent.get_type().is(expected) {
+            return Ok(referent);
+        }
+    }
+    Err(no_managed_buffer())
+}
+
+/// The type of CPython's managed buffer object, found once through a probe memoryview.
+fn managed_buffer_type(py: Python<'_>) -> PyResult<Py<PyType>> {
+    let probe = PyMemoryView::from(PyBytes::new(py, b"").as_any())?;
+    let referents = gc_function(py, &GET_REFERENTS, "get_referents")?
+        .call1((&probe,))?
+        .cast_into::<PyList>()?;
+    if referents.len() == 1 {
+        let class = referents.get_item(0)?.get_type();
+        if class.name()?.to_cow()? == "managedbuffer" {
+            return Ok(class.unbind());
+        }
+    }
+    Err(no_managed_buffer())
+}
+
+fn no_managed_buffer() -> PyErr {
+    PyRuntimeError::new_err(
+        "this Python does not expose a memoryview's managed buffer, so views of a secret could not be revoked",
+    )
 }
 
 /// `memoryview.release()`: fails with `BufferError` while something holds a buffer exported from this view.

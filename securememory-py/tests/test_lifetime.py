@@ -16,16 +16,20 @@ def locked_kib() -> int:
     raise AssertionError("no VmLck line")
 
 
+# Larger than the biggest region the page pool caches (8 pages), so releasing one really unlocks its pages.
+UNPOOLED_SIZE = 9 * 4096 + 1
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmLck from /proc")
 def test_dropping_a_secret_releases_its_locked_pages(factory) -> None:
-    factory.create_random(16).close()  # first use may set up process-wide state that stays
+    factory.create_random(UNPOOLED_SIZE).close()  # first use may set up process-wide state that stays
     gc.collect()
     before = locked_kib()
-    secrets = [factory.create_random(4096) for _ in range(8)]
-    assert locked_kib() >= before + 8 * 4
+    secrets = [factory.create_random(UNPOOLED_SIZE) for _ in range(4)]
+    assert locked_kib() >= before + 4 * UNPOOLED_SIZE // 1024
     del secrets
     gc.collect()
-    assert locked_kib() == before
+    assert locked_kib() <= before
 
 
 def test_secret_in_a_reference_cycle_is_collected(factory) -> None:
