@@ -2,7 +2,6 @@
 //! purge before exiting ([`catch_signal`], [`catch_interrupt`]).
 
 use std::any::Any;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::purge::purge;
 
@@ -28,6 +27,8 @@ pub use unix::{catch_interrupt, catch_signal};
 
 #[cfg(unix)]
 mod unix {
+    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
     use super::*;
     use signal_hook::consts::{FORBIDDEN, TERM_SIGNALS};
     use signal_hook::iterator::{Handle, Signals};
