@@ -136,3 +136,43 @@ fn stream_reads_fail_after_purge_and_keep_their_chunks() {
         Err(Error::DecryptionFailed)
     ));
 }
+
+/// Threads reading, re-reading (nested) and writing their buffers while purges land: every access either sees
+/// the intact bytes or gets `Destroyed`, nothing faults or deadlocks, and every buffer ends up destroyed.
+#[test]
+fn purge_races_with_accesses_on_other_threads() {
+    let _serial = serial();
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let (stop, rounds) = (&stop, &rounds);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    rounds.fetch_add(1, Ordering::Relaxed);
+                    let mut buf = LockedBuffer::new(64).unwrap();
+                    let _ = buf.with_bytes_mut(|b| b.fill(t));
+                    let nested = buf.with_bytes(|b| {
+                        assert!(b.iter().all(|&x| x == t || x == 0));
+                        buf.size()
+                    });
+                    assert!(matches!(nested, Ok(64) | Err(Error::Destroyed)));
+                    match buf.bytes() {
+                        Ok(bytes) => assert_eq!(bytes.len(), 64),
+                        Err(e) => assert!(matches!(e, Error::Destroyed)),
+                    };
+                }
+            });
+        }
+        // Keep purging until the threads have been through their loop many times, so purges land in every
+        // phase of it.
+        let mut purges = 0;
+        while rounds.load(Ordering::Relaxed) < 4_000 || purges < 50 {
+            purge();
+            purges += 1;
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
