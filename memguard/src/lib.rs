@@ -56,7 +56,11 @@
 //! more guard pages). [`Locking::Required`] is the default; [`LockedBuffer::with_locking`] with
 //! [`Locking::BestEffort`] tolerates a lock failure and reports it through [`LockedBuffer::is_locked`].
 
+// All unsafe code lives in the private `core` module; the lint keeps it there.
+#![deny(unsafe_code)]
+
 mod buffer_io;
+#[allow(unsafe_code)]
 mod core;
 mod enclave;
 mod error;

@@ -176,3 +176,24 @@ fn purge_races_with_accesses_on_other_threads() {
         stop.store(true, Ordering::Relaxed);
     });
 }
+
+/// An item may deregister itself from inside its own `purge` (the registry lock is not held then).
+#[test]
+fn an_item_can_deregister_itself_while_being_purged() {
+    use std::sync::{Arc, Mutex, Weak};
+    struct SelfRemoving(Mutex<Option<memguard::Registration>>);
+    impl memguard::Purgeable for SelfRemoving {
+        fn purge(&self) {
+            drop(self.0.lock().unwrap().take());
+        }
+    }
+    let _serial = serial();
+    let item = Arc::new(SelfRemoving(Mutex::new(None)));
+    let before = memguard::registered_count();
+    let registration = memguard::register(Arc::downgrade(&item) as Weak<dyn memguard::Purgeable>);
+    *item.0.lock().unwrap() = Some(registration);
+    assert_eq!(memguard::registered_count(), before + 1);
+    purge();
+    assert!(item.0.lock().unwrap().is_none());
+    assert_eq!(memguard::registered_count(), before);
+}
