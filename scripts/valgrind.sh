@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs the Rust test suites of memcall, memguard and securememory, and the in-process guarantee tests, under
+# valgrind memcheck: invalid reads/writes, use of uninitialised memory and definite/indirect leaks fail the run.
+#
+# What cannot run under valgrind, and is skipped out loud (each skip is printed):
+# - the loom model (built only with --cfg loom; the plain binary holds no test);
+# - the soak (release-only, 10^6 cycles) and the other guarantee binaries whose every test runs in a child
+#   process: valgrind does not follow exec, so those children run natively and valgrind would only watch the
+#   parent wait for them;
+# - see SKIPS below for single tests and why.
+# memfd_secret and mlock2 (which valgrind 3.19 answers with ENOSYS) are not used by the crates today, so no test
+# depends on them; if they are adopted, their fallback paths are what runs here.
+#
+# Usage: scripts/valgrind.sh            (about 5-10 minutes on a 2-core machine)
+# Env:   CARGO_TARGET_DIR (default target/valgrind), VALGRIND_TIMEOUT per binary in seconds (default 600).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/valgrind}"
+timeout_s="${VALGRIND_TIMEOUT:-600}"
+
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+command -v jq >/dev/null || { echo "jq is not installed (apt-get install jq)" >&2; exit 1; }
+
+# Whole binaries not run, as "crate-dir:target  reason".
+SKIP_BINARIES=(
+  "securememory:loom  the loom model needs --cfg loom and runs in scripts/test.sh"
+  "guarantees:soak  release-only soak (cargo test --release -p securememory-guarantees --test soak)"
+  "guarantees:core_dump  every test runs in a child process, which valgrind does not follow"
+  "guarantees:fault  every test runs in a child process, which valgrind does not follow"
+  "guarantees:fork  every test runs in a child process, which valgrind does not follow"
+  "guarantees:memlock  every test runs in a child process, which valgrind does not follow"
+  "guarantees:races  every test runs in a child process, which valgrind does not follow"
+  "guarantees:wipe  every test runs in a child process, which valgrind does not follow"
+)
+
+# Single tests not run, as "crate-dir:target test-name-filter reason".
+SKIPS=()
+
+valgrind_args=(
+  --quiet
+  --error-exitcode=1
+  --leak-check=full
+  --show-leak-kinds=definite,indirect
+  --errors-for-leak-kinds=definite,indirect
+  # Children forked by a test inherit every live allocation of the parent and exit with _exit: checking them
+  # for leaks would report the parent's memory. Their own faults are asserted by the tests.
+  --child-silent-after-fork=yes
+  --fair-sched=yes
+  --suppressions=scripts/valgrind.supp
+)
+
+echo "==== building test binaries ($CARGO_TARGET_DIR)"
+mapfile -t binaries < <(
+  cargo test --locked -p securememory-memcall -p securememory-memguard -p securememory -p securememory-guarantees \
+    --no-run --message-format=json 2>/dev/null |
+    jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test)
+           | "\(.manifest_path | split("/") | .[-2]):\(.target.name) \(.executable)"'
+)
+[ "${#binaries[@]}" -gt 0 ] || { echo "no test binaries were built" >&2; exit 1; }
+
+failed=()
+for entry in "${binaries[@]}"; do
+  name="${entry%% *}"
+  exe="${entry#* }"
+  skip_reason=""
+  for s in "${SKIP_BINARIES[@]}"; do
+    [ "${s%%  *}" = "$name" ] && skip_reason="${s#*  }"
+  done
+  if [ -n "$skip_reason" ]; then
+    echo "---- SKIPPED $name: $skip_reason"
+    continue
+  fi
+  skip_args=()
+  for s in "${SKIPS[@]}"; do
+    read -r bin filter reason <<<"$s"
+    if [ "$bin" = "$name" ]; then
+      echo "---- SKIPPED $name $filter: $reason"
+      skip_args+=(--skip "$filter")
+    fi
+  done
+  echo "==== valgrind $name"
+  start=$SECONDS
+  if timeout "$timeout_s" valgrind "${valgrind_args[@]}" "$exe" --test-threads=1 -q "${skip_args[@]}"; then
+    echo "     ok in $((SECONDS - start)) s"
+  else
+    echo "     FAILED ($name, after $((SECONDS - start)) s)"
+    failed+=("$name")
+  fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "valgrind found problems in: ${failed[*]}" >&2
+  exit 1
+fi
+echo "==== valgrind: all clean"
