@@ -132,3 +132,11 @@ pub(crate) fn check(op: Op) -> Option<io::Error> {
         .ok()
         .flatten()
 }
+
+/// True when a rule for `op` is armed on this thread (without consuming it). The pool uses it to skip its
+/// cache, so an injected map or lock failure is reached instead of being served from cached regions.
+pub(crate) fn armed(op: Op) -> bool {
+    RULES
+        .try_with(|rules| rules.borrow().1.iter().any(|r| r.op == op))
+        .unwrap_or(false)
+}

@@ -73,6 +73,17 @@ pub(crate) fn fault_check(op: Op) -> Option<std::io::Error> {
     fault::check(op)
 }
 
+#[cfg(feature = "fault-injection")]
+pub(crate) fn fault_armed(op: Op) -> bool {
+    fault::armed(op)
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn fault_armed(_op: Op) -> bool {
+    false
+}
+
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) fn fault_check(_op: Op) -> Option<std::io::Error> {

@@ -7,11 +7,15 @@
 //! The pool never makes a caller fail: when locking a fresh region hits the memlock limit, the pool first gives
 //! its cached regions back to the OS and retries. What it holds counts toward the process's locked memory and is
 //! reported by [`RegionPool::cached_bytes`].
+//!
+//! With the `fault-injection` feature, a rule armed on the calling thread for [`Op::Map`] or [`Op::Lock`]
+//! makes [`RegionPool::acquire`] skip the cache, and one for [`Op::Unmap`] makes [`RegionPool::release`] free
+//! the region, so injected failures are reached as they would be without a pool.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::error::Result;
+use crate::error::{Op, Result};
 use crate::region::{round_to_pages, Region};
 
 /// Regions of up to this many pages are pooled; larger ones are mapped and freed directly.
@@ -106,7 +110,9 @@ impl RegionPool {
     /// the pool has released its own cached regions to make room).
     pub fn acquire(&self, len: usize, mode: LockMode) -> Result<Acquired> {
         let len = round_to_pages(len)?;
-        if let Some(class) = Self::class_of(len) {
+        // With a test's failure armed for mapping or locking, serve from the OS so the failure is reached.
+        let bypass = crate::fault_armed(Op::Map) || crate::fault_armed(Op::Lock);
+        if let Some(class) = Self::class_of(len).filter(|_| !bypass) {
             if let Some(region) = lock_class(&self.classes[class]).pop() {
                 self.cached_bytes.fetch_sub(region.len(), Ordering::Relaxed);
                 return Ok(Acquired {
@@ -138,7 +144,9 @@ impl RegionPool {
     /// # Errors
     /// When wiping or freeing fails the region comes back inside the error, as with [`Region::free`].
     pub fn release(&self, region: Region, locked: bool) -> Result<(), crate::FreeError> {
-        let class = Self::class_of(region.len()).filter(|_| locked);
+        // With a test's unmap failure armed, free for real so the failure is reached.
+        let class =
+            Self::class_of(region.len()).filter(|_| locked && !crate::fault_armed(Op::Unmap));
         let Some(class) = class else {
             return region.free();
         };

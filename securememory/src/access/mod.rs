@@ -5,6 +5,12 @@
 //! - The 0 → 1 transition takes the mutex, makes the pages read-only, then publishes 1. The 1 → 0 transition
 //!   takes the mutex, takes 1 → 0, then makes the pages no-access. The mutex orders the two protection changes,
 //!   so a page is never made no-access while a reader is inside, and never read before it is read-only.
+//! - Hand-over: a thread that called `with_bytes` while readers was 0 counts itself in `waiting` before it
+//!   queues for the mutex. A last leaver that sees such a thread leaves the pages read-only (the READABLE bit
+//!   stays set) and the waiter enters without a protection change. The pages are therefore readable exactly
+//!   while at least one `with_bytes` call on the secret is in progress, never when none is: the waiter always
+//!   proceeds (to enter, or to fail with `Closed`, after which `close` destroys the pages). Two threads taking
+//!   turns on one secret then pay no protection change per access.
 //! - `close` sets CLOSING under the mutex (from then on every entry fails with [`Error::Closed`]), waits on a
 //!   condition variable until the readers drain, destroys the pages, and sets CLOSED. A failed destroy leaves
 //!   CLOSING without CLOSED, so `close` can be called again.
@@ -30,13 +36,17 @@ use crate::primitive::{
 const CLOSING: usize = 1 << (usize::BITS - 1);
 const CLOSED: usize = 1 << (usize::BITS - 2);
 /// Readers live in the low bits. Each reader is a stack frame, so the count cannot come near this mask.
-const READERS: usize = CLOSED - 1;
+/// Set while the pages are read-only; outlives the last reader only during a hand-over to a waiting thread.
+const READABLE: usize = 1 << (usize::BITS - 3);
+const READERS: usize = READABLE - 1;
 
 /// Shared state of one secret: its pages and who is using them.
 pub struct AccessState<P: Pages> {
     state: AtomicUsize,
     /// Held only around the protection changes of the 0 → 1 and 1 → 0 transitions and by `close`.
     transition: Mutex<()>,
+    /// Threads inside `with_bytes` queued for `transition` to take readers 0 → 1.
+    waiting: AtomicUsize,
     /// Signalled by the 1 → 0 transition while closing.
     drained: Condvar,
     /// `Some` until `close` destroys the pages. Read only by readers (readers > 0), written only by `close`
@@ -62,6 +72,7 @@ impl<P: Pages> AccessState<P> {
         AccessState {
             state: AtomicUsize::new(0),
             transition: Mutex::new(()),
+            waiting: AtomicUsize::new(0),
             drained: Condvar::new(),
             pages: UnsafeCell::new(Some(pages)),
             epoch: memcall::fork_epoch(),
@@ -154,18 +165,24 @@ impl<P: Pages> AccessState<P> {
 
     #[cold]
     fn enter_first(&self) -> Result<()> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         let _guard = lock(&self.transition);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
         let current = self.state.load(Ordering::Acquire);
         if current & (CLOSING | CLOSED) != 0 {
             return Err(Error::Closed);
         }
         // Under the mutex nobody else can take 0 → 1 or 1 → 0, nor set CLOSING: readers > 0 stays > 0 and
-        // readers == 0 stays 0 until we publish.
-        if current & READERS == 0 {
+        // readers == 0 stays 0 until we publish, so `current` stays accurate.
+        let add = if current & READABLE != 0 {
+            1
+        } else {
             self.with_pages(|pages| pages.protect(Protection::ReadOnly))
                 .map_err(Error::ReadOnly)?;
-        }
-        self.state.fetch_add(1, Ordering::AcqRel);
+            // Adding READABLE to a word where it is clear sets it.
+            READABLE + 1
+        };
+        self.state.fetch_add(add, Ordering::AcqRel);
         on_this_thread::entered(self.id());
         Ok(())
     }
@@ -205,9 +222,16 @@ impl<P: Pages> AccessState<P> {
                 Err(actual) => current = actual,
             }
         }
+        // A thread already inside `with_bytes` is queued for the mutex: hand the read-only pages over to it.
+        if current & CLOSING == 0 && self.waiting.load(Ordering::SeqCst) > 0 {
+            return Ok(());
+        }
         // Readers is 0 and we hold the mutex: no one can be reading, and the next entry waits for us. Go's
         // semantics: the counter stays decremented even if this fails.
         let protected = self.with_pages(|pages| pages.protect(Protection::NoAccess));
+        // Cleared even when the switch failed: the next entry then makes the pages read-only explicitly, as Go
+        // does, rather than trusting a state the failed call leaves unknown.
+        self.state.fetch_and(!READABLE, Ordering::AcqRel);
         if current & CLOSING != 0 {
             self.drained.notify_all();
         }

@@ -1,6 +1,6 @@
 //! The pages a secret lives in, for both flavours, and the only places their bytes are touched.
 
-use memcall::{Protection, Region};
+use memcall::{Acquired, LockMode, Protection, Region, RegionPool};
 
 use crate::error::Error;
 
@@ -77,25 +77,34 @@ impl<P: Pages> Unsealed<P> {
 }
 
 /// Whole pages from [`memcall::Region`], data at offset 0 (the `protected_memory` flavour).
+///
+/// Small regions come from and go back to [`RegionPool::global`]: already mapped, advised and locked, and
+/// always wiped before they are cached, so creating and closing a secret costs no map, lock or unmap.
 #[derive(Debug)]
 pub struct ProtectedPages {
     region: Region,
     len: usize,
+    locked: bool,
 }
 
 impl ProtectedPages {
-    /// Maps fresh pages for `len` bytes (read-write, zeroed, no-dump, no-fork); locking is the caller's call.
-    pub(crate) fn alloc(len: usize) -> memcall::Result<Unsealed<ProtectedPages>> {
-        let region = Region::alloc(len)?;
+    /// Read-write, zeroed, no-dump, no-fork pages for `len` bytes, locked as `mode` asks.
+    pub(crate) fn alloc(len: usize, mode: LockMode) -> memcall::Result<Unsealed<ProtectedPages>> {
+        let Acquired { region, locked } = RegionPool::global().acquire(len, mode)?;
         Ok(Unsealed {
-            pages: ProtectedPages { region, len },
+            pages: ProtectedPages {
+                region,
+                len,
+                locked,
+            },
         })
     }
 }
 
 impl Unsealed<ProtectedPages> {
-    pub(crate) fn lock(&self) -> memcall::Result<()> {
-        self.pages.region.lock()
+    /// Whether the pages are locked in RAM.
+    pub(crate) fn is_locked(&self) -> bool {
+        self.pages.locked
     }
 
     pub(crate) fn region(&self) -> &Region {
@@ -125,15 +134,18 @@ impl Pages for ProtectedPages {
     }
 
     fn destroy(self) -> Result<(), DestroyFailed<Self>> {
-        let len = self.len;
-        // `free` makes the pages writable, wipes them and unmaps them (which also unlocks them).
-        self.region.free().map_err(|e| DestroyFailed {
-            error: Error::Memory(e.error),
-            pages: Some(ProtectedPages {
-                region: e.region,
-                len,
-            }),
-        })
+        let (len, locked) = (self.len, self.locked);
+        // The pool makes the pages writable and wipes them, then caches them (still locked) or unmaps them.
+        RegionPool::global()
+            .release(self.region, locked)
+            .map_err(|e| DestroyFailed {
+                error: Error::Memory(e.error),
+                pages: Some(ProtectedPages {
+                    region: e.region,
+                    len,
+                    locked,
+                }),
+            })
     }
 }
 

@@ -5,6 +5,7 @@ use crate::report::ProtectionReport;
 use crate::shared::{discard, SecretCore};
 use crate::Locking;
 use crate::SecretFactory;
+use memcall::LockMode;
 
 use super::ProtectedMemorySecret;
 
@@ -34,20 +35,20 @@ impl ProtectedMemorySecretFactory {
         if len == 0 {
             return Err(Error::InvalidLength { len });
         }
-        let unsealed = ProtectedPages::alloc(len).map_err(|e| match e {
+        let mode = match self.locking {
+            Locking::Required => LockMode::Required,
+            Locking::BestEffort => LockMode::BestEffort,
+        };
+        let unsealed = ProtectedPages::alloc(len, mode).map_err(|e| match e {
             memcall::Error::InvalidLength { .. } => Error::InvalidLength { len },
             e => Error::Memory(e),
         })?;
-        match unsealed.lock() {
-            Ok(()) => {
-                let locked = unsealed.region().len();
-                Ok((unsealed, locked))
-            }
-            Err(e) if self.locking == Locking::BestEffort => {
-                log::debug!("secret pages not locked (best-effort locking): {e}");
-                Ok((unsealed, 0))
-            }
-            Err(e) => Err(discard(Error::Memory(e), unsealed.into_pages())),
+        if unsealed.is_locked() {
+            let locked = unsealed.region().len();
+            Ok((unsealed, locked))
+        } else {
+            log::debug!("secret pages not locked (best-effort locking)");
+            Ok((unsealed, 0))
         }
     }
 
