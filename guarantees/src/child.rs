@@ -95,11 +95,12 @@ impl ChildRun {
         self
     }
 
-    /// Runs the child to its end and collects its output.
+    /// The command that starts the child, with stdout and stderr piped: for tests that talk to a live child
+    /// (and must kill it themselves); [`ChildRun::run`] is the usual way.
     ///
     /// # Panics
-    /// When the child cannot be started or waited for: the test cannot say anything then.
-    pub fn run(self) -> ChildOutcome {
+    /// When the path of the test binary is unknown.
+    pub fn command(&self) -> Command {
         let exe = std::env::current_exe().expect("path of the test binary");
         let mut cmd = Command::new(exe);
         cmd.args([ENTRY, "--exact", "--nocapture", "--test-threads=1"])
@@ -113,7 +114,18 @@ impl ChildRun {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn the child test process");
+        cmd
+    }
+
+    /// Runs the child to its end and collects its output.
+    ///
+    /// # Panics
+    /// When the child cannot be started or waited for: the test cannot say anything then.
+    pub fn run(self) -> ChildOutcome {
+        let mut child = self
+            .command()
+            .spawn()
+            .expect("spawn the child test process");
         // Drain both pipes on their own threads so a chatty child never blocks on a full pipe.
         let drain = |pipe: Option<Box<dyn Read + Send>>| {
             std::thread::spawn(move || {

@@ -6,13 +6,18 @@
 //!   the control marker must be in it (the dump is real) and no secret marker, not even half of one (per-region
 //!   exclusion alone keeps them out).
 //!
+//! - A live process snapshotted by gdb's `gcore` (ptrace, which no `RLIMIT_CORE` stops) holds no secret either.
+//!
 //! The markers reach the child hex-encoded and are decoded straight into the secret's source buffer, which the
 //! factory wipes, so their binary form exists only in the secret's pages.
 #![cfg(target_os = "linux")]
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use common::{ensure, Flavour, Held, Kind};
 use guarantees::core_file::{self, MarkerSet};
@@ -28,6 +33,7 @@ const MARKERS_VAR: &str = "GUARANTEES_MARKERS";
 const CONTROL_VAR: &str = "GUARANTEES_CONTROL";
 const MODE_VAR: &str = "GUARANTEES_CORE_MODE";
 const ABORTING: &str = "GUARANTEES: aborting with all secrets alive";
+const READY: &str = "GUARANTEES: holding every secret, ready for a snapshot";
 
 /// What marker `i` is held in.
 fn kind_of(i: usize) -> Kind {
@@ -50,7 +56,11 @@ fn shape(i: usize) -> (usize, usize) {
     (len, offset)
 }
 
-fn hold_and_abort() -> Result<(), Box<dyn std::error::Error>> {
+type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+/// Holds every marker (10 secrets inside `with_bytes` on their own threads) and the control marker, and checks
+/// the process-wide core-dump setting the mode asks for. Returns what must stay alive.
+fn hold_everything() -> Result<(Vec<Held>, Vec<u8>), Box<dyn std::error::Error>> {
     core_file::allow_core_dumps()?;
     let mode = std::env::var(MODE_VAR)?;
     if mode == "keep_fn" {
@@ -107,13 +117,29 @@ fn hold_and_abort() -> Result<(), Box<dyn std::error::Error>> {
     let mut control = vec![0u8; control_hex.len() / 2];
     core_file::decode_hex_into(&control_hex, &mut control);
     std::hint::black_box(&control);
+    Ok((held, control))
+}
+
+fn hold_and_abort() -> Outcome {
+    let _alive = hold_everything()?;
     eprintln!("{ABORTING}");
     std::process::abort();
 }
 
+/// Holds everything and waits to be snapshotted (and killed) by the parent.
+fn hold_and_wait() -> Outcome {
+    let _alive = hold_everything()?;
+    println!("{READY}");
+    std::thread::sleep(Duration::from_secs(120));
+    Err("nobody took a snapshot within 120 s".into())
+}
+
 #[test]
 fn child_entry() {
-    const SCENARIOS: &[(&str, Scenario)] = &[("hold_and_abort", hold_and_abort)];
+    const SCENARIOS: &[(&str, Scenario)] = &[
+        ("hold_and_abort", hold_and_abort),
+        ("hold_and_wait", hold_and_wait),
+    ];
     guarantees::dispatch(SCENARIOS);
 }
 
@@ -186,16 +212,21 @@ fn assert_core_has_control_but_no_secret(mode: &str, extra_env: Option<(&str, &s
         outcome.describe()
     );
     let core = core.unwrap_or_else(|| panic!("no core file was found; {}", outcome.describe()));
+    assert_control_but_no_secret(&core, &markers, &control);
+}
+
+/// The dump is real (the heap control marker is in it) and holds no secret marker, whole or half.
+fn assert_control_but_no_secret(core: &[u8], markers: &[String], control: &str) {
     assert!(
-        MarkerSet::from_hex(&[&control]).found_in(&core) == [0],
+        MarkerSet::from_hex(&[control]).found_in(core) == [0],
         "the heap control marker is missing from the {} byte core: the dump is not real",
         core.len()
     );
     // Whole markers, and each half on its own (a partial copy is a leak too).
-    let mut needles = markers.clone();
+    let mut needles = markers.to_vec();
     needles.extend(markers.iter().map(|m| m[..32].to_owned()));
     needles.extend(markers.iter().map(|m| m[32..].to_owned()));
-    let found = MarkerSet::from_hex(&needles).found_in(&core);
+    let found = MarkerSet::from_hex(&needles).found_in(core);
     let leaked: Vec<String> = found
         .iter()
         .map(|&i| {
@@ -231,4 +262,68 @@ fn with_the_environment_opt_out_the_core_holds_no_secret() {
         "keep_env",
         Some((securememory::KEEP_CORE_DUMPS_ENV, "1")),
     );
+}
+
+/// gdb's `gcore` snapshots a live process through ptrace, whatever `RLIMIT_CORE` says: with the default
+/// settings (core dumps disabled) per-region exclusion is the only thing keeping secrets out of it.
+#[test]
+fn a_gcore_snapshot_of_a_live_process_holds_no_secret() {
+    let has_gdb = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("gdb").is_file()));
+    if !has_gdb {
+        assert!(
+            std::env::var_os(core_file::SKIP_VAR).is_some(),
+            "gdb is not installed; install it or set {}=1 to skip",
+            core_file::SKIP_VAR
+        );
+        eprintln!("SKIPPED: gdb is not installed");
+        return;
+    }
+    let dir = core_file::scratch_dir("gcore");
+    let markers: Vec<String> = (0..SECRETS + BUFFERS)
+        .map(|_| core_file::random_hex(32))
+        .collect();
+    let control = core_file::random_hex(32);
+    let mut child = guarantees::run_child("hold_and_wait")
+        .env(MARKERS_VAR, markers.join(","))
+        .env(CONTROL_VAR, &control)
+        .env(MODE_VAR, "default")
+        // One malloc arena: gdb dumps every thread arena's whole 64 MiB reservation, which would only make the
+        // snapshot slow to scan.
+        .env("MALLOC_ARENA_MAX", "1")
+        .command()
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains(READY));
+    let path = dir.join("snapshot");
+    // What `gcore` does, without reading the test binary's debug info (which takes tens of seconds).
+    let snapshot = ready.then(|| {
+        Command::new("gdb")
+            .args(["--nx", "--batch", "--readnever", "-p"])
+            .arg(child.id().to_string())
+            .arg("-ex")
+            .arg(format!("gcore {}", path.display()))
+            .output()
+            .expect("run gdb")
+    });
+    let _ = child.kill();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let _ = child.wait();
+    let snapshot = snapshot.unwrap_or_else(|| panic!("the child never got ready: {stderr}"));
+    let core = std::fs::read(&path).unwrap_or_else(|_| {
+        panic!(
+            "gcore wrote no snapshot: {}\n{}",
+            String::from_utf8_lossy(&snapshot.stdout),
+            String::from_utf8_lossy(&snapshot.stderr)
+        )
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_control_but_no_secret(&core, &markers, &control);
 }
