@@ -67,19 +67,36 @@ fn benches_fn(c: &mut Criterion) {
 
 criterion_group!(benches, benches_fn);
 
-/// Median time per call over `rounds` batches of `per_batch` calls.
-fn median(rounds: usize, per_batch: u32, mut f: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..rounds)
+/// CPU time of the calling thread (user + system), which leaves out time spent preempted: on a shared, busy
+/// machine it is far steadier than wall time.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Median wall and thread-CPU time per call over `rounds` batches of `per_batch` calls.
+fn median(rounds: usize, per_batch: u32, mut f: impl FnMut()) -> (Duration, Duration) {
+    let (mut wall, mut cpu): (Vec<Duration>, Vec<Duration>) = (0..rounds)
         .map(|_| {
-            let start = Instant::now();
+            let (start, start_cpu) = (Instant::now(), thread_cpu_time());
             for _ in 0..per_batch {
                 f();
             }
-            start.elapsed() / per_batch
+            (
+                start.elapsed() / per_batch,
+                (thread_cpu_time() - start_cpu) / per_batch,
+            )
         })
-        .collect();
-    times.sort();
-    times[rounds / 2]
+        .unzip();
+    wall.sort();
+    cpu.sort();
+    (wall[rounds / 2], cpu[rounds / 2])
 }
 
 fn print_ratios() {
@@ -102,18 +119,20 @@ fn print_ratios() {
             median(11, 3, || stream_write_read(&payload, &mut out)),
         ),
     ];
-    println!("\nmemguard vs Go memguard (median per operation, this machine)");
+    println!("\nmemguard vs Go memguard (median per operation; Go's figure is wall time on this machine)");
     println!(
-        "{:<34} {:>12} {:>12} {:>8}",
-        "operation", "rust", "go", "speedup"
+        "{:<32} {:>11} {:>11} {:>11} {:>9} {:>9}",
+        "operation", "rust wall", "rust cpu", "go", "x (wall)", "x (cpu)"
     );
-    for (name, go, rust) in rows {
+    for (name, go, (wall, cpu)) in rows {
         println!(
-            "{:<34} {:>10.1}µs {:>10.1}µs {:>7.1}x",
+            "{:<32} {:>9.1}µs {:>9.1}µs {:>9.1}µs {:>8.1}x {:>8.1}x",
             name,
-            rust.as_secs_f64() * 1e6,
+            wall.as_secs_f64() * 1e6,
+            cpu.as_secs_f64() * 1e6,
             go * 1e6,
-            go / rust.as_secs_f64()
+            go / wall.as_secs_f64(),
+            go / cpu.as_secs_f64()
         );
     }
 }
