@@ -16,7 +16,9 @@ pub fn stream_chunk_size() -> usize {
 ///
 /// [`Write`](io::Write) splits the data into chunks and seals each; [`Read`](io::Read) opens the front chunk,
 /// hands out at most that one chunk per call (a short read, as in Go) and re-seals any rest at the front;
-/// `Ok(0)` means the stream is empty. [`next`](Self::next) yields whole chunks as frozen [`LockedBuffer`]s, and
+/// `Ok(0)` means the stream is empty. A read that takes a whole chunk decrypts it straight into the caller's
+/// buffer (the tag is checked before any plaintext is written); a shorter one goes through a locked buffer, so
+/// the rest never leaves locked memory in the clear. [`next`](Self::next) yields whole chunks as frozen [`LockedBuffer`]s, and
 /// [`flush_buffer`](Self::flush_buffer) drains everything into one.
 ///
 /// Go's `Write` wipes the caller's slice; `io::Write` hands us `&[u8]`, so use
