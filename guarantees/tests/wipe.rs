@@ -5,6 +5,9 @@
 //!   and no stray copy (an unwiped source, a temporary) exists anywhere else.
 //! - After release, no marker may be found anywhere.
 //!
+//! Pages that go back to the pool of locked pages are mapped, so the scan sees them; one scenario also takes them
+//! out of the pool again and checks they hold zeros.
+//!
 //! Unmapped pages cannot be read back, so a last scenario makes the unmap itself fail (memcall's fault seam):
 //! the release must report the failure and keep the pages for a retry, and those still-mapped pages must
 //! already be wiped. That is what proves the wipe happens before the pages are given back.
@@ -159,6 +162,44 @@ fn before_a_failed_unmap() -> Outcome {
     assert_no_trace(&set, &[kind], "the retried release")
 }
 
+/// A closed protected-memory secret's pages may go back to the process-wide pool of locked pages; whoever gets
+/// them next must find zeros. Takes pooled regions until the secret's own comes back (the pool hands out the
+/// last region it got first); if it never does, the pages must have been unmapped.
+fn pooled_pages_come_back_zeroed() -> Outcome {
+    let kind = Kind::Secret(common::Flavour::ProtectedMemory);
+    let (mut held, set) = hold_markers(&[kind])?;
+    let (holder, addr) = held.pop().ok_or("no holder")?;
+    let page = memcall::page_size();
+    let region_start = addr - addr % page;
+    holder.close()?;
+    let pool = memcall::RegionPool::global();
+    let mut taken = Vec::new();
+    while pool.cached_bytes() > 0 {
+        taken.push(pool.acquire(LEN, memcall::LockMode::Required)?);
+    }
+    match taken
+        .iter()
+        .find(|a| a.region.as_ptr() as usize == region_start)
+    {
+        Some(again) => {
+            // SAFETY: a region from the pool is read-write and exclusively ours.
+            let bytes = unsafe { again.region.as_slice() };
+            ensure(bytes.iter().all(|&b| b == 0), || {
+                "a pooled page came back holding bytes of a closed secret".into()
+            })?;
+            eprintln!("the secret's pages came back from the pool, all zero");
+        }
+        None => ensure(
+            !proc_stats::mappings()
+                .iter()
+                .any(|m| m.start <= addr && addr < m.end),
+            || "the closed secret's pages are neither pooled nor unmapped".into(),
+        )?,
+    }
+    drop(taken);
+    assert_no_trace(&set, &[kind], "closing and re-acquiring from the pool")
+}
+
 /// Closes or destroys the holder without consuming it, so it can be retried.
 fn release_in_place(holder: &std::sync::Mutex<Option<Held>>) -> Result<(), String> {
     let mut guard = holder.lock().map_err(|_| "poisoned")?;
@@ -176,6 +217,10 @@ fn child_entry() {
         ("after_drop", after_drop),
         ("after_purge", after_purge),
         ("before_a_failed_unmap", before_a_failed_unmap),
+        (
+            "pooled_pages_come_back_zeroed",
+            pooled_pages_come_back_zeroed,
+        ),
     ];
     guarantees::dispatch(SCENARIOS);
 }
@@ -219,4 +264,9 @@ fn memguard_pages_are_wiped_before_they_are_unmapped() {
 #[test]
 fn locked_buffer_pages_are_wiped_before_they_are_unmapped() {
     run("before_a_failed_unmap", Some(Kind::LockedBuffer));
+}
+
+#[test]
+fn pooled_pages_of_a_closed_secret_come_back_zeroed() {
+    run("pooled_pages_come_back_zeroed", None);
 }
