@@ -102,7 +102,13 @@ fn exhaust() -> Outcome {
     for (_, h) in held {
         h.close()?;
     }
-    memcall::RegionPool::global().trim();
+    let pool = memcall::RegionPool::global();
+    eprintln!(
+        "after closing everything: VmLck {} bytes, of which {} cached by the pool (trimmed before comparing)",
+        proc_stats::locked(),
+        pool.cached_bytes()
+    );
+    pool.trim();
     let end = proc_stats::locked();
     ensure(end == start, || {
         format!("VmLck is {end} bytes after closing everything, {start} before")
@@ -148,11 +154,54 @@ fn best_effort_past_the_limit() -> Outcome {
     Ok(())
 }
 
+/// Locked pages cached for reuse after close must not starve anyone: fill the limit with protected-memory
+/// secrets, close them all (their pages may stay cached, locked, in the pool), then every other kind must still
+/// get locked memory, since no secret is alive.
+fn closed_secrets_do_not_starve_other_kinds() -> Outcome {
+    without_lock_exemption()?;
+    let first = Kind::Secret(Flavour::ProtectedMemory);
+    let mut held = Vec::new();
+    let mut id = 1;
+    while let Ok(h) = first.hold_pattern(id, 32) {
+        held.push(h);
+        id += 1;
+        ensure(held.len() < 10_000, || "the limit never applied".into())?;
+    }
+    for h in held {
+        h.close()?;
+    }
+    eprintln!(
+        "after closing {} secrets: VmLck {} bytes, {} of them cached by the pool",
+        id - 1,
+        proc_stats::locked(),
+        memcall::RegionPool::global().cached_bytes()
+    );
+    // The kinds that do not draw from the pool first: a pool user would make the pool give way for everyone.
+    let mut starved = Vec::new();
+    for kind in Kind::ALL.into_iter().rev() {
+        match kind.hold_pattern(id, 5000) {
+            Ok(h) => h.close()?,
+            Err(e) => starved.push(format!(
+                "{} could not be created with no secret alive ({} bytes locked, {} cached by the pool): {e}",
+                kind.name(),
+                proc_stats::locked(),
+                memcall::RegionPool::global().cached_bytes()
+            )),
+        }
+    }
+    ensure(starved.is_empty(), || starved.join("\n"))?;
+    Ok(())
+}
+
 #[test]
 fn child_entry() {
     const SCENARIOS: &[(&str, Scenario)] = &[
         ("exhaust", exhaust),
         ("best_effort_past_the_limit", best_effort_past_the_limit),
+        (
+            "closed_secrets_do_not_starve_other_kinds",
+            closed_secrets_do_not_starve_other_kinds,
+        ),
     ];
     guarantees::dispatch(SCENARIOS);
 }
@@ -192,4 +241,14 @@ fn best_effort_protected_memory_secrets_work_past_the_limit_and_say_so() {
 #[test]
 fn best_effort_memguard_secrets_work_past_the_limit_and_say_so() {
     common::run_for("best_effort_past_the_limit", Flavour::Memguard).assert_success();
+}
+
+#[test]
+#[ignore = "FAILS today: the memguard flavour and LockedBuffer hit the lock limit while memcall's pool holds closed \
+            protected-memory pages locked; their lock path must trim RegionPool::global() and retry, as the pool does \
+            for its own callers. Run with --ignored; remove this once fixed"]
+fn locked_pages_cached_after_close_do_not_starve_other_kinds() {
+    guarantees::run_child("closed_secrets_do_not_starve_other_kinds")
+        .run()
+        .assert_success();
 }
