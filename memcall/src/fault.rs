@@ -25,9 +25,15 @@ struct Rule {
     errno: i32,
 }
 
-thread_local! {
-    static RULES: RefCell<(u64, Vec<Rule>)> = const { RefCell::new((0, Vec::new())) };
+// The initializer is `const`; clippy still flags it on targets with emulated TLS (OpenBSD, illumos).
+#[allow(clippy::missing_const_for_thread_local)]
+mod rules {
+    use super::*;
+    thread_local! {
+        pub(super) static RULES: RefCell<(u64, Vec<Rule>)> = const { RefCell::new((0, Vec::new())) };
+    }
 }
+use rules::RULES;
 
 /// Builder for a failure of one operation on the current thread.
 #[derive(Clone, Debug)]

@@ -182,7 +182,9 @@ pub(crate) unsafe fn minherit(
 pub(crate) mod defaults {
     use std::io;
 
+    #[cfg(not(any(target_os = "illumos", target_os = "solaris")))]
     use crate::error::Result;
+    #[cfg(not(any(target_os = "illumos", target_os = "solaris")))]
     use crate::limits::LockLimit;
 
     /// # Safety
