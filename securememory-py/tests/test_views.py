@@ -169,3 +169,17 @@ def test_returned_view_is_released(factory) -> None:
     with factory.new(bytearray(KEY)) as secret:
         view = secret.with_bytes(lambda v: v)
         assert_all_released([view])
+
+
+def test_unreleasable_export_and_raising_callback_reports_both(factory) -> None:
+    held: list[pickle.PickleBuffer] = []
+
+    def callback(view: memoryview) -> None:
+        held.append(pickle.PickleBuffer(view))
+        raise KeyError("from the callback")
+
+    with factory.new(bytearray(KEY)) as secret:
+        with pytest.raises(BufferError) as raised:
+            secret.with_bytes(callback)
+        assert isinstance(raised.value.__cause__, KeyError)
+        held[0].release()
