@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from securememory import SecretClosedError
 
 KEY = bytes(range(200, 232))
@@ -110,3 +112,36 @@ def test_nested_with_bytes_while_another_thread_closes_does_not_deadlock(factory
     assert not closing.is_alive()
     assert secret.closed
     assert all(item == KEY or isinstance(item, SecretClosedError) for item in outcome)
+
+
+def test_threads_keeping_slices_while_another_closes_leave_only_released_views(factory) -> None:
+    secret = factory.new(bytearray(KEY))
+    kept: list[memoryview] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(5)
+
+    def keeper() -> None:
+        try:
+            start.wait()
+            for _ in range(200):
+                try:
+                    secret.with_bytes(lambda view: kept.append(view[1:9]))
+                except SecretClosedError:
+                    return
+        except BaseException as error:  # recorded and asserted on below
+            errors.append(error)
+
+    threads = [threading.Thread(target=keeper) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    while len(kept) < 100 and any(thread.is_alive() for thread in threads):
+        threading.Event().wait(0.001)
+    secret.close()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert kept
+    for view in kept:
+        with pytest.raises(ValueError):
+            bytes(view)
