@@ -21,11 +21,11 @@ cargo test --locked --workspace --all-features
 current="cargo test (default features)"; step "$current"
 cargo test --locked --workspace
 
-if [ -f securememory/tests/loom.rs ]; then
-  current="loom model of the access state machine"; step "$current"
-  RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-    cargo test --locked -p securememory --release --test loom
-fi
+current="loom models (secret access state machine, guarded buffer access and purge)"; step "$current"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test --locked -p securememory --release --test loom
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test --locked -p securememory-memguard --lib --release loom
 
 current="cargo doc"; step "$current"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --all-features

@@ -73,14 +73,20 @@ pub(crate) fn fault_check(op: Op) -> Option<std::io::Error> {
     fault::check(op)
 }
 
+/// True when a test armed a failure of `op` on this thread (feature `fault-injection`); always false
+/// otherwise. Caches of ready-made pages (here and in the crates above) then take their uncached path, so an
+/// injected failure is reached exactly as it would be without the cache.
 #[cfg(feature = "fault-injection")]
-pub(crate) fn fault_armed(op: Op) -> bool {
+pub fn fault_armed(op: Op) -> bool {
     fault::armed(op)
 }
 
+/// True when a test armed a failure of `op` on this thread (feature `fault-injection`); always false
+/// otherwise. Caches of ready-made pages (here and in the crates above) then take their uncached path, so an
+/// injected failure is reached exactly as it would be without the cache.
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
-pub(crate) fn fault_armed(_op: Op) -> bool {
+pub fn fault_armed(_op: Op) -> bool {
     false
 }
 

@@ -124,8 +124,7 @@ impl RegionPool {
         let region = Region::alloc(len)?;
         let locked = match region.lock() {
             Ok(()) => true,
-            Err(e) if e.is_lock_limit() && self.cached_bytes() > 0 => {
-                self.trim();
+            Err(e) if e.is_lock_limit() && self.trim() + trim_all() > 0 => {
                 match (region.lock(), mode) {
                     (Ok(()), _) => true,
                     (Err(_), LockMode::BestEffort) => false,
@@ -168,19 +167,42 @@ impl RegionPool {
         }
     }
 
-    /// Frees every cached region (wiped again on the way out, and unlocked by the unmap).
-    pub fn trim(&self) {
+    /// Frees every cached region (wiped again on the way out, and unlocked by the unmap); returns the bytes
+    /// given back.
+    pub fn trim(&self) -> usize {
+        let mut freed = 0;
         for class in &self.classes {
             let drained: Vec<Region> = std::mem::take(&mut *lock_class(class));
             for region in drained {
                 self.cached_bytes.fetch_sub(region.len(), Ordering::Relaxed);
+                freed += region.len();
                 // A region that cannot be freed is dropped, which still unmaps it.
                 if let Err(e) = region.free() {
                     drop(e.region);
                 }
             }
         }
+        freed
     }
+}
+
+static TRIM_HOOKS: Mutex<Vec<fn() -> usize>> = Mutex::new(Vec::new());
+
+/// Registers a function that frees another cache of locked memory (for example guarded buffers kept by a
+/// higher crate) and returns the bytes it gave back. [`trim_all`] calls it, and so does every pool that hits the
+/// memlock limit, so no cache of locked pages makes another allocation fail. Registering twice is harmless.
+pub fn register_trim_hook(hook: fn() -> usize) {
+    let mut hooks = TRIM_HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+    if !hooks.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
+        hooks.push(hook);
+    }
+}
+
+/// Gives every cached locked page back to the OS: the global pool's and those of registered caches. Returns
+/// the bytes freed. Call it before measuring locked memory, or to shrink the process after a burst.
+pub fn trim_all() -> usize {
+    let hooks: Vec<fn() -> usize> = TRIM_HOOKS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    RegionPool::global().trim() + hooks.iter().map(|hook| hook()).sum::<usize>()
 }
 
 #[cfg(test)]

@@ -73,6 +73,7 @@ mod views;
 
 pub use crate::core::access::{ReadGuard, WriteGuard};
 pub use crate::core::coffer::{Coffer, REKEY_INTERVAL};
+pub use crate::core::pool::trim as trim_cache;
 pub use crate::core::region::{DestroyError, GuardedRegion, Locking};
 pub use crate::core::registry::{register, registered_count, Purgeable, Registration};
 pub use buffer_io::ReadError;

@@ -1,6 +1,6 @@
 //! Process-wide wiping: [`purge`].
 
-use crate::core::registry;
+use crate::core::{pool, registry};
 
 /// Wipes and releases every registered item: every live [`LockedBuffer`](crate::LockedBuffer), and whatever
 /// else registered itself (see [`register`](crate::register)). Existing [`Enclave`](crate::Enclave)s can no
@@ -9,9 +9,14 @@ use crate::core::registry;
 /// Items are purged outside the registry lock, so an item's `purge` may deregister itself. Buffers in use on
 /// another thread are wiped as soon as that use ends; buffers in use on the calling thread (purge called from
 /// inside an access closure) are wiped when the access ends.
+/// What a purge destroys is unmapped, not kept for reuse, and finally every cache of ready-made locked pages
+/// (this crate's and memcall's) is emptied, so the process holds no locked memory for buffers that no longer
+/// exist.
 pub fn purge() {
+    let _unmap_destroyed = pool::PurgeScope::enter();
     crate::enclave::destroy_key();
     for item in registry::live_items() {
         item.purge();
     }
+    memcall::pool::trim_all();
 }

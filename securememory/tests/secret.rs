@@ -347,13 +347,21 @@ fn protections_report<F: Flavour>() {
 fn lock_failure_required_is_error_best_effort_is_reported<F: Flavour>() {
     let other = secret_of::<F>(KEY);
     {
-        let _guard = fault::fail(Op::Lock).errno(libc::ENOMEM).arm();
+        // Every lock fails while the guard lives (the page caches retry once at the limit).
+        let _guard = fault::fail(Op::Lock)
+            .errno(libc::ENOMEM)
+            .times(u32::MAX)
+            .arm();
         let err = F::factory().new(&mut KEY.to_vec()).unwrap_err();
         let e = err.memory_error().expect("a memory error");
         assert_eq!(e.op(), Some(Op::Lock), "{err}");
     }
     {
-        let _guard = fault::fail(Op::Lock).errno(libc::ENOMEM).arm();
+        // Every lock fails while the guard lives (the page caches retry once at the limit).
+        let _guard = fault::fail(Op::Lock)
+            .errno(libc::ENOMEM)
+            .times(u32::MAX)
+            .arm();
         let s = F::factory_with(Locking::BestEffort)
             .new(&mut KEY.to_vec())
             .unwrap();

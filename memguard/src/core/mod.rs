@@ -5,6 +5,7 @@ pub(crate) mod access;
 pub(crate) mod canary;
 pub(crate) mod coffer;
 pub(crate) mod crypto;
+pub(crate) mod pool;
 pub(crate) mod primitive;
 pub(crate) mod region;
 pub(crate) mod registry;

@@ -74,6 +74,9 @@ impl GuardedRegion {
             .checked_add(2 * page)
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or(Error::InvalidLength { len: size })?;
+        if let Some(region) = super::pool::take(inner_len) {
+            return Self::from_cache(region, size, inner_len, page);
+        }
         let region = Region::alloc(total)?;
         let mut this = GuardedRegion {
             region,
@@ -97,9 +100,45 @@ impl GuardedRegion {
         }
     }
 
+    /// A cached armed mapping (guards no-access, inner locked, read-write, zero): only the canary is new.
+    fn from_cache(
+        region: Region,
+        size: usize,
+        inner_len: usize,
+        page: usize,
+    ) -> Result<GuardedRegion> {
+        let mut this = GuardedRegion {
+            region,
+            size,
+            inner_len,
+            page,
+            locked: true,
+            canary_checked: false,
+            canary_failed: false,
+            inner_no_access: AtomicBool::new(false),
+        };
+        if let Err(err) = canary::plant(this.slack_mut()) {
+            if let Err(free) = this.region.free() {
+                log::error!("releasing a cached guarded region failed: {free}");
+            }
+            return Err(err.into());
+        }
+        Ok(this)
+    }
+
+    fn lock_inner(&self) -> memcall::Result<()> {
+        match self.region.lock_range(self.page, self.inner_len) {
+            // At the limit, caches of locked pages (this crate's and memcall's) give theirs back first.
+            Err(e) if e.is_lock_limit() && memcall::pool::trim_all() > 0 => {
+                self.region.lock_range(self.page, self.inner_len)
+            }
+            other => other,
+        }
+    }
+
     fn arm(&mut self, locking: Locking) -> Result<()> {
         // Lock while the pages are still read-write: Linux refuses to lock PROT_NONE pages.
-        match self.region.lock_range(self.page, self.inner_len) {
+        match self.lock_inner() {
             Ok(()) => self.locked = true,
             Err(err) if locking == Locking::BestEffort => {
                 log::warn!("guarded region left unlocked (best effort): {err}");
@@ -234,7 +273,46 @@ impl GuardedRegion {
     /// # Errors
     /// [`Error::CanaryCorrupted`] when the canary changed; the memory is wiped and freed all the same. Any other
     /// failure hands the region back inside the [`DestroyError`] so the call can be retried; nothing is leaked.
-    pub fn destroy(mut self) -> Result<(), DestroyError> {
+    pub fn destroy(self) -> Result<(), DestroyError> {
+        if self.locked && !self.canary_checked && !memcall::fault_armed(memcall::Op::Protect) {
+            return self.destroy_into_cache();
+        }
+        self.destroy_unmapping()
+    }
+
+    /// One protection change: inner pages read-write; then the canary check, the wipe of data and canary,
+    /// and the mapping goes back to the cache (guards still no-access, inner still locked). A corrupted canary
+    /// or a full cache falls back to unmapping.
+    fn destroy_into_cache(mut self) -> Result<(), DestroyError> {
+        if let Err(error) = self.protect(Protection::ReadWrite) {
+            return Err(DestroyError {
+                error,
+                region: Some(self),
+            });
+        }
+        // SAFETY:
+        // - the inner pages `[page, page + inner_len)` lie inside the mapping and are read-write (just above);
+        // - `self` is owned here, so no slice of the region exists anywhere else.
+        let inner = unsafe {
+            std::slice::from_raw_parts_mut(self.region.as_ptr().add(self.page), self.inner_len)
+        };
+        self.canary_failed = !canary::intact(&inner[..self.inner_len - self.size]);
+        self.canary_checked = true;
+        memcall::wipe_bytes(inner);
+        if self.canary_failed {
+            return self.destroy_unmapping();
+        }
+        let inner_len = self.inner_len;
+        match super::pool::give(self.region, inner_len) {
+            Ok(()) => Ok(()),
+            Err(region) => {
+                self.region = region;
+                self.destroy_unmapping()
+            }
+        }
+    }
+
+    fn destroy_unmapping(mut self) -> Result<(), DestroyError> {
         if !self.canary_checked {
             if let Err(err) = self.check_canary() {
                 return Err(DestroyError {
