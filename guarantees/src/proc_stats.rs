@@ -83,6 +83,37 @@ pub fn no_dump_mapping_count() -> usize {
         .count()
 }
 
+/// The mapping that contains `addr`, with the kernel's `VmFlags` for it from `/proc/self/smaps` (`lo` locked,
+/// `dd` excluded from core dumps, `dc` not copied on fork, ...).
+pub fn mapping_flags_at(addr: usize) -> Option<(Mapping, Vec<String>)> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
+    let mut current: Option<Mapping> = None;
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(m) = current.take().filter(|m| m.start <= addr && addr < m.end) {
+                return Some((m, flags.split_whitespace().map(str::to_owned).collect()));
+            }
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let Some((start, end)) = fields.next().and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        if let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) {
+            current = Some(Mapping {
+                start,
+                end,
+                perms: fields.next().unwrap_or_default().to_owned(),
+                name: fields.nth(3).unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    None
+}
+
 /// The process-wide figures a leak would move.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Footprint {

@@ -6,7 +6,7 @@
 //!
 //! The `securememory` crate's own race test hammers one secret with one closer; this one mixes flavours, sizes,
 //! replacement and many secrets. The baseline is taken after a warm-up round of the same shape, so thread stacks
-//! and allocator arenas that the C library keeps for reuse are already there; the pool of locked pages is trimmed
+//! and allocator arenas that the C library keeps for reuse are already there; the caches of locked pages are trimmed
 //! before measuring.
 #![cfg(target_os = "linux")]
 
@@ -198,7 +198,7 @@ fn round(accesses: usize) -> Result<Tally, Box<dyn std::error::Error>> {
 }
 
 fn footprint() -> Footprint {
-    memcall::RegionPool::global().trim();
+    memcall::pool::trim_all();
     Footprint::now()
 }
 

@@ -6,7 +6,7 @@
 //! Release builds only (`cargo test --release -p securememory-guarantees --test soak`); a debug build would take
 //! many minutes. Each kind runs in its own child so the figures are not disturbed by anything else. The first
 //! tenth of the cycles is a warm-up (allocator caches, lazily made process-wide state); the baseline is taken
-//! after it. The process-wide pool of locked pages is trimmed before each measurement.
+//! after it. The caches of locked pages are trimmed before each measurement.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -62,7 +62,7 @@ fn run_cycles(kind: Kind, ids: std::ops::Range<u64>) -> Outcome {
 }
 
 fn footprint() -> Footprint {
-    memcall::RegionPool::global().trim();
+    memcall::pool::trim_all();
     Footprint::now()
 }
 
