@@ -64,7 +64,7 @@ pub fn is_rekeying() -> bool {
     key().as_ref().is_some_and(Coffer::is_rekeying)
 }
 
-/// A secret encrypted (XSalsa20-Poly1305) under the process-wide enclave key, kept in ordinary memory.
+/// A secret encrypted (XChaCha20-Poly1305) under the process-wide enclave key, kept in ordinary memory.
 ///
 /// Cheap to hold in bulk: only the key is in locked memory. [`open`](Self::open) decrypts into a new frozen
 /// [`LockedBuffer`]. After [`purge`](crate::purge) the key is gone and opening fails with

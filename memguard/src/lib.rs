@@ -4,7 +4,7 @@
 //! - [`LockedBuffer`]: secret bytes in their own pages, `[guard][canary … data][guard]`, locked into RAM, kept
 //!   out of core dumps and forked children, wiped and released on drop. Bytes are reached through guards or
 //!   closures that cannot outlive the buffer.
-//! - [`Enclave`]: a secret encrypted (XSalsa20-Poly1305) in ordinary memory under one process-wide key, which
+//! - [`Enclave`]: a secret encrypted (XChaCha20-Poly1305) in ordinary memory under one process-wide key, which
 //!   is itself kept split across locked pages and re-split every 500 ms ([`Coffer`]).
 //! - [`Stream`]: `io::Read` + `io::Write` over a queue of sealed 16 KiB chunks, for payloads too large to keep
 //!   in locked memory at once.

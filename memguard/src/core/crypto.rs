@@ -1,4 +1,4 @@
-//! Enclave crypto: XSalsa20-Poly1305 (NaCl secretbox) with a random 24-byte nonce, and BLAKE2b-256 for the
+//! Enclave crypto: XChaCha20-Poly1305 (the NaCl secretbox construction over ChaCha20) with a random 24-byte nonce, and BLAKE2b-256 for the
 //! key split. Ciphertext layout: `nonce (24) || tag (16) || body`, so the overhead is 40 bytes as in Go.
 
 use blake2::digest::consts::U32;
@@ -7,7 +7,7 @@ use blake2::Blake2b;
 
 type Blake2b256 = Blake2b<U32>;
 use crypto_secretbox::aead::{AeadInPlace, KeyInit};
-use crypto_secretbox::{Key, Nonce, Tag, XSalsa20Poly1305};
+use crypto_secretbox::{Key, Nonce, Tag, XChaCha20Poly1305};
 
 use crate::error::{Error, Result};
 
@@ -18,11 +18,11 @@ const TAG_LEN: usize = 16;
 pub(crate) const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 /// A cipher keyed with the enclave key; the key copy inside is zeroed on drop.
-pub(crate) struct Cipher(XSalsa20Poly1305);
+pub(crate) struct Cipher(XChaCha20Poly1305);
 
 impl Cipher {
     pub(crate) fn new(key: &[u8; KEY_LEN]) -> Cipher {
-        Cipher(XSalsa20Poly1305::new(Key::from_slice(key)))
+        Cipher(XChaCha20Poly1305::new(Key::from_slice(key)))
     }
 
     /// Encrypts `data` in place and returns `nonce || tag || ciphertext`. `data` then holds ciphertext.
