@@ -16,6 +16,7 @@ True
   returns: keeping one raises ``ValueError`` on use instead of reading protected or freed memory. Copy what
   must outlive ``fn`` (``bytes(view)``) -- that copy is ordinary memory.
 * ``Secret.reader()`` is a binary file object (:class:`io.RawIOBase`).
+* ``trim_caches()`` gives the locked pages kept for reuse by closed secrets back to the OS.
 * Errors derive from :class:`SecureMemoryError` (see :mod:`securememory.exceptions`).
 """
 
@@ -25,6 +26,7 @@ from securememory._native import (
     MemguardSecretFactory,
     ProtectedMemorySecretFactory,
     Secret,
+    trim_caches,
 )
 from securememory.exceptions import (
     CloseInsideAccessError,
@@ -53,4 +55,5 @@ __all__ = [
     "SecretClosedError",
     "SecretReader",
     "SecureMemoryError",
+    "trim_caches",
 ]

@@ -8,7 +8,7 @@ from typing_extensions import Buffer, Self
 
 from securememory.reader import SecretReader
 
-__all__ = ["MemguardSecretFactory", "ProtectedMemorySecretFactory", "RawSecretReader", "Secret"]
+__all__ = ["MemguardSecretFactory", "ProtectedMemorySecretFactory", "RawSecretReader", "Secret", "trim_caches"]
 
 _T = TypeVar("_T")
 
@@ -88,3 +88,10 @@ class RawSecretReader:
     def position(self) -> int: ...
     @property
     def secret(self) -> Secret: ...
+
+def trim_caches() -> int:
+    """Gives every cached locked page back to the OS and returns how many bytes that freed.
+
+    Closed secrets' pages are wiped and may be kept (still locked) for reuse; call this before measuring locked
+    memory or to shrink the process after a burst.
+    """
