@@ -33,22 +33,23 @@ pub fn core_pattern() -> CorePattern {
 pub const SKIP_VAR: &str = "SECUREMEMORY_SKIP_CORE_TESTS";
 
 /// The file pattern to use, or `None` when core tests must be skipped. Never passes silently: where cores are
-/// piped away and [`SKIP_VAR`] is not set, this panics so the environment gets fixed or the skip gets chosen.
+/// piped away, or the hard `RLIMIT_CORE` is 0 so no child may write one, and [`SKIP_VAR`] is not set, this panics
+/// so the environment gets fixed or the skip gets chosen.
 ///
 /// # Panics
-/// When cores are piped and the skip was not asked for.
+/// When no core file can be written here and the skip was not asked for.
 pub fn file_pattern_or_skip() -> Option<String> {
-    match core_pattern() {
-        CorePattern::File(pattern) => Some(pattern),
-        CorePattern::Piped(program) => {
-            assert!(
-                std::env::var_os(SKIP_VAR).is_some(),
-                "core_pattern pipes to {program:?}, so no core file can be read here; set {SKIP_VAR}=1 to skip"
-            );
-            eprintln!("SKIPPED: core_pattern pipes core dumps to {program:?}");
-            None
-        }
-    }
+    let why_not = match (core_pattern(), core_limit().1) {
+        (CorePattern::Piped(program), _) => format!("core_pattern pipes core dumps to {program:?}"),
+        (CorePattern::File(_), 0) => "the hard RLIMIT_CORE is 0".to_owned(),
+        (CorePattern::File(pattern), _) => return Some(pattern),
+    };
+    assert!(
+        std::env::var_os(SKIP_VAR).is_some(),
+        "{why_not}, so no core file can be read here; set {SKIP_VAR}=1 to skip"
+    );
+    eprintln!("SKIPPED: {why_not}");
+    None
 }
 
 /// `(soft, hard)` `RLIMIT_CORE` of this process.
