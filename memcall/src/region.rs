@@ -183,14 +183,12 @@ impl Region {
             // SAFETY: see above.
             crash_report_exclusion: advise(|| unsafe { os::exclude_from_crash_reports(p, l) }),
         };
-        // Touch every page now (the faults `mlock` would otherwise take): a populated region has its own
-        // anon_vma, so the kernel never merges it with a neighbouring mapping. Unmerged, each later protection
-        // change is a plain page-table update instead of a VMA split and merge, which costs about twice as much.
-        let page = os::page_size();
-        for offset in (0..len).step_by(page) {
-            // SAFETY: `offset < len`; the mapping is read-write and owned by nobody else yet.
-            unsafe { p.add(offset).write_volatile(0) };
-        }
+        // Touch the first page: the mapping then has its own anon_vma, so the kernel never merges it with a
+        // neighbouring mapping. Unmerged, each later protection change is a plain page-table update instead of a
+        // VMA split and merge, which costs about twice as much. One page is enough (anon_vma is per mapping),
+        // so a huge allocation does not fault in memory it may never use.
+        // SAFETY: the mapping is at least one page, read-write and owned by nobody else yet.
+        unsafe { p.write_volatile(0) };
         Ok(Region {
             ptr,
             len,

@@ -21,6 +21,8 @@ const MIB: usize = 1 << 20;
 fn floor_region(len: usize) -> Region {
     let region = Region::alloc(len).expect("alloc");
     region.lock().expect("lock");
+    // Writing every page makes it resident, as a secret's pages are (untouched pages are cheaper to protect).
+    region.wipe().expect("wipe");
     region.protect(Protection::NoAccess).expect("protect");
     region
 }
