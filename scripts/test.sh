@@ -9,6 +9,15 @@ export CARGO_TERM_COLOR=never
 step() { printf '\n==== %s ====\n' "$*"; }
 trap 'echo; echo "FAILED during: ${current:-setup}" >&2' ERR
 
+current="tools"; step "system tools the tests use (valgrind, jq, gdb's gcore)"
+missing=(); for tool in valgrind jq gcore; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  packages=("${missing[@]/gcore/gdb}")
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
 current="cargo fmt --check"; step "$current"
 cargo fmt --all --check
 
@@ -26,6 +35,12 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test --locked -p securememory --release --test loom
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test --locked -p securememory-memguard --lib --release loom
+
+current="soak: 10^6 create/close cycles, release build"; step "$current"
+cargo test --locked --release -p securememory-guarantees --test soak
+
+current="valgrind memcheck"; step "$current"
+scripts/valgrind.sh
 
 current="cargo doc"; step "$current"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --all-features
