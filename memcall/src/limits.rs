@@ -105,14 +105,7 @@ pub fn locked_bytes() -> Option<u64> {
 /// above the hard limit, EPERM without privilege).
 #[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
 pub fn set_lock_limit(soft: Limit) -> Result<()> {
-    if let Some(err) = crate::fault_check(crate::Op::Limit) {
-        return Err(crate::Error::Os {
-            op: crate::Op::Limit,
-            addr: 0,
-            len: 0,
-            source: err,
-        });
-    }
+    injected_limit_failure()?;
     os::unix_set_lock_limit(soft)
 }
 
@@ -124,12 +117,7 @@ pub fn set_lock_limit(soft: Limit) -> Result<()> {
 /// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `capset` fails.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn drop_lock_exemption() -> Result<()> {
-    os::drop_lock_exemption().map_err(|e| crate::Error::Os {
-        op: crate::Op::Limit,
-        addr: 0,
-        len: 0,
-        source: e,
-    })
+    os::drop_lock_exemption().map_err(limit_error)
 }
 
 /// Marks the process (non-)dumpable with `prctl(PR_SET_DUMPABLE)`. Not dumpable means: no core file at all, and
@@ -140,20 +128,8 @@ pub fn drop_lock_exemption() -> Result<()> {
 /// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `prctl` fails.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn set_dumpable(dumpable: bool) -> Result<()> {
-    if let Some(err) = crate::fault_check(crate::Op::Limit) {
-        return Err(crate::Error::Os {
-            op: crate::Op::Limit,
-            addr: 0,
-            len: 0,
-            source: err,
-        });
-    }
-    os::set_dumpable(dumpable).map_err(|e| crate::Error::Os {
-        op: crate::Op::Limit,
-        addr: 0,
-        len: 0,
-        source: e,
-    })
+    injected_limit_failure()?;
+    os::set_dumpable(dumpable).map_err(limit_error)
 }
 
 /// Whether the process is dumpable (`prctl(PR_GET_DUMPABLE)`).
@@ -162,10 +138,28 @@ pub fn set_dumpable(dumpable: bool) -> Result<()> {
 /// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `prctl` fails.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn is_dumpable() -> Result<bool> {
-    os::is_dumpable().map_err(|e| crate::Error::Os {
+    os::is_dumpable().map_err(limit_error)
+}
+
+/// A failed process-limit call.
+#[cfg_attr(
+    any(not(unix), target_os = "illumos", target_os = "solaris"),
+    allow(dead_code)
+)]
+fn limit_error(source: std::io::Error) -> crate::Error {
+    crate::Error::Os {
         op: crate::Op::Limit,
         addr: 0,
         len: 0,
-        source: e,
-    })
+        source,
+    }
+}
+
+/// The failure a test injected for [`Op::Limit`](crate::Op::Limit) on this thread, if any.
+#[cfg_attr(
+    any(not(unix), target_os = "illumos", target_os = "solaris"),
+    allow(dead_code)
+)]
+fn injected_limit_failure() -> Result<()> {
+    crate::fault_check(crate::Op::Limit).map_or(Ok(()), |e| Err(limit_error(e)))
 }

@@ -145,6 +145,19 @@ fn memlock_exhaustion_is_a_typed_error_and_frees_cleanly() {
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
+/// Raises the soft core-file limit to the hard one, so an abort writes a core.
+fn allow_core_files() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-parameter.
+    unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut rl) };
+    rl.rlim_cur = rl.rlim_max;
+    // SAFETY: raising the soft limit up to the hard one is always allowed.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &rl) };
+}
+
 fn decode_hex_into(hex: &str, dst: *mut u8) {
     for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
         let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
@@ -156,15 +169,7 @@ fn decode_hex_into(hex: &str, dst: *mut u8) {
 /// Writes one marker into a no-dump region and another into ordinary heap memory, then aborts with core
 /// dumps allowed. The markers arrive hex-encoded, so their bytes exist nowhere but where they are decoded to.
 fn core_with_markers() -> i32 {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-parameter.
-    unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut rl) };
-    rl.rlim_cur = rl.rlim_max;
-    // SAFETY: raising the soft limit up to the hard one is always allowed.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &rl) };
+    allow_core_files();
     let secret_hex = std::env::var("SECRET_MARKER").unwrap();
     let heap_hex = std::env::var("HEAP_MARKER").unwrap();
     let region = Region::alloc(1).unwrap();
@@ -289,15 +294,7 @@ fn the_pool_frees_its_cache_instead_of_failing_a_caller() {
 }
 
 fn abort_not_dumpable() -> i32 {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-parameter.
-    unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut rl) };
-    rl.rlim_cur = rl.rlim_max;
-    // SAFETY: raising the soft limit up to the hard one is always allowed.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &rl) };
+    allow_core_files();
     memcall::set_dumpable(false).unwrap();
     if memcall::is_dumpable().unwrap() {
         return 8;

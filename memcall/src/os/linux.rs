@@ -2,6 +2,7 @@
 
 use std::io;
 
+pub(crate) use super::unix::defaults::{exclude_from_crash_reports, unexclude_from_crash_reports};
 pub(crate) use super::unix::{
     disable_core_dumps, is_lock_limit_error, page_size, protect, unlock, unmap, LOCK_LIMIT_NAME,
 };
@@ -68,19 +69,6 @@ pub(crate) unsafe fn no_huge_pages(ptr: *mut u8, len: usize) -> Option<io::Resul
     // SAFETY: forwarded precondition; MADV_NOHUGEPAGE only changes THP eligibility.
     unsafe { madvise(ptr, len, libc::MADV_NOHUGEPAGE) }
 }
-
-/// # Safety
-/// No requirement; the signature matches the other backends.
-pub(crate) unsafe fn exclude_from_crash_reports(
-    _ptr: *mut u8,
-    _len: usize,
-) -> Option<io::Result<()>> {
-    None
-}
-
-/// # Safety
-/// No requirement; the signature matches the other backends.
-pub(crate) unsafe fn unexclude_from_crash_reports(_ptr: *mut u8, _len: usize) {}
 
 fn status_field(name: &str) -> Option<String> {
     // Capabilities are per thread: read this thread's view (VmLck is per process and the same in both).
