@@ -75,7 +75,9 @@ pub use crate::core::access::{ReadGuard, WriteGuard};
 pub use crate::core::coffer::{Coffer, REKEY_INTERVAL};
 pub use crate::core::pool::trim as trim_cache;
 pub use crate::core::region::{DestroyError, GuardedRegion, Locking};
-pub use crate::core::registry::{register, registered_count, Purgeable, Registration};
+pub use crate::core::registry::{
+    register, registered_count, PurgeRequest, Purgeable, Registration, PURGE_GRACE,
+};
 pub use buffer_io::ReadError;
 pub use enclave::{is_rekeying, rekey, stop_rekeying, Enclave, OVERHEAD};
 pub use error::{Error, Result};

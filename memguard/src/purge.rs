@@ -1,5 +1,6 @@
 //! Process-wide wiping: [`purge`].
 
+use crate::core::registry::{PurgeRequest, PURGE_GRACE};
 use crate::core::{pool, registry};
 
 /// Wipes and releases every registered item: every live [`LockedBuffer`](crate::LockedBuffer), and whatever
@@ -13,10 +14,15 @@ use crate::core::{pool, registry};
 /// (this crate's and memcall's) is emptied, so the process holds no locked memory for buffers that no longer
 /// exist.
 pub fn purge() {
+    purge_with(&PurgeRequest::new(PURGE_GRACE, false));
+}
+
+/// [`purge`] with an explicit request (the exit paths pass `exiting`).
+pub(crate) fn purge_with(request: &PurgeRequest) {
     let _unmap_destroyed = pool::PurgeScope::enter();
     crate::enclave::destroy_key();
     for item in registry::live_items() {
-        item.purge();
+        item.purge(request);
     }
     memcall::pool::trim_all();
 }

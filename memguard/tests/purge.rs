@@ -101,7 +101,7 @@ fn purge_reaches_other_registered_items() {
     use std::sync::{Arc, Weak};
     struct Item(AtomicUsize);
     impl memguard::Purgeable for Item {
-        fn purge(&self) {
+        fn purge(&self, _: &memguard::PurgeRequest) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -183,7 +183,7 @@ fn an_item_can_deregister_itself_while_being_purged() {
     use std::sync::{Arc, Mutex, Weak};
     struct SelfRemoving(Mutex<Option<memguard::Registration>>);
     impl memguard::Purgeable for SelfRemoving {
-        fn purge(&self) {
+        fn purge(&self, _: &memguard::PurgeRequest) {
             drop(self.0.lock().unwrap().take());
         }
     }

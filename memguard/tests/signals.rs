@@ -112,7 +112,7 @@ fn safe_exit_purges_and_exits_with_the_code() {
         let before = memcall::locked_bytes().unwrap();
         struct Report(u64);
         impl memguard::Purgeable for Report {
-            fn purge(&self) {
+            fn purge(&self, _: &memguard::PurgeRequest) {
                 // Runs during safe_exit's purge, after the buffer registered before it was released.
                 eprintln!(
                     "locked dropped: {}",

@@ -99,7 +99,7 @@ impl<P: Pages> Drop for SecretCore<P> {
 }
 
 impl<P: Pages> mg::Purgeable for AccessState<P> {
-    fn purge(&self) {
+    fn purge(&self, _request: &mg::PurgeRequest) {
         match self.close() {
             Ok(()) => {}
             Err(Error::CloseInsideAccess) => {

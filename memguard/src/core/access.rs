@@ -14,7 +14,7 @@ use super::primitive::{
     pause, thread_local_cell, AtomicBool, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 use super::region::GuardedRegion;
-use super::registry::Purgeable;
+use super::registry::{PurgeRequest, Purgeable};
 use crate::error::{Error, Result};
 
 thread_local_cell! {
@@ -142,7 +142,7 @@ impl Purgeable for Shared {
     /// read guard and reads again (say `size()` inside `with_bytes`) would deadlock. On a thread that holds
     /// any buffer access it does not wait at all (that access may be this buffer's); elsewhere it polls until
     /// the other threads' accesses end.
-    fn purge(&self) {
+    fn purge(&self, _request: &PurgeRequest) {
         self.purge_pending.store(true, Ordering::Release);
         if HELD.with(Cell::get) > 0 {
             self.finish_pending_purge();

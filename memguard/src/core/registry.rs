@@ -5,11 +5,55 @@
 //! without deadlocking.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+/// How long a purge waits for accesses in progress on other threads before it wipes their memory anyway.
+pub const PURGE_GRACE: Duration = Duration::from_millis(500);
+
+/// What a purge asks of each item: until when it may wait for accesses on other threads, and whether the
+/// process is about to exit (then accesses on the calling thread are wiped at once too, since they will
+/// never end).
+#[derive(Clone, Copy, Debug)]
+pub struct PurgeRequest {
+    deadline: Instant,
+    exiting: bool,
+}
+
+impl PurgeRequest {
+    /// A request that allows `grace` from now for accesses on other threads to end.
+    pub fn new(grace: Duration, exiting: bool) -> PurgeRequest {
+        let now = Instant::now();
+        PurgeRequest {
+            deadline: now.checked_add(grace).unwrap_or(now),
+            exiting,
+        }
+    }
+
+    /// Until when the item may wait for accesses on other threads to end.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// True once the deadline has passed.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// True when the process exits right after the purge ([`safe_exit`](crate::safe_exit), a caught signal).
+    pub fn is_exiting(&self) -> bool {
+        self.exiting
+    }
+}
 
 /// Something holding secret memory that [`purge`](crate::purge) must wipe and release.
 pub trait Purgeable: Send + Sync {
     /// Wipes and releases the item's memory. Later use of the item must fail cleanly, not touch freed memory.
-    fn purge(&self);
+    ///
+    /// Accesses in progress on other threads may be waited for until [`PurgeRequest::deadline`]; after it the
+    /// memory is wiped in place and left no-access (a late read faults, it never sees other data). An access
+    /// in progress on the calling thread is finished off when it ends, or at once when
+    /// [`PurgeRequest::is_exiting`].
+    fn purge(&self, request: &PurgeRequest);
 }
 
 struct Slab {
@@ -87,7 +131,7 @@ mod tests {
 
     struct Counter(AtomicUsize);
     impl Purgeable for Counter {
-        fn purge(&self) {
+        fn purge(&self, _: &PurgeRequest) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
