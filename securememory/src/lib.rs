@@ -58,6 +58,7 @@ mod shared;
 pub mod stream;
 
 pub use ::memguard::Locking;
+pub use access::Quarantine;
 pub use core_dumps::{keep_core_dumps, KEEP_CORE_DUMPS_ENV};
 pub use error::{Error, Result};
 
@@ -124,6 +125,15 @@ pub trait Secret: Send + Sync {
 
     /// Which protections took effect for this secret.
     fn protections(&self) -> ProtectionReport;
+
+    /// Takes the secret's pages out of circulation for as long as the returned handle (or a clone) lives:
+    /// when the secret closes, its pages are wiped and left no-access instead of being reused by another
+    /// secret, and unmapped only once the secret and every handle are gone.
+    ///
+    /// For bindings whose callers may keep a raw pointer past the access window (a Python object that kept a
+    /// view): such a pointer then faults, and can never read another secret's bytes. On a closed secret the
+    /// handle holds nothing.
+    fn quarantine(&self) -> Quarantine;
 }
 
 /// Generic conveniences over [`Secret`], implemented for every secret.

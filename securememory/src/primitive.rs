@@ -61,3 +61,25 @@ pub(crate) fn wait<'a>(condvar: &Condvar, guard: MutexGuard<'a, ()>) -> MutexGua
         .wait(guard)
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Waits on `condvar` until woken or until `deadline`, ignoring poisoning. loom does not model time, so its
+/// build waits untimed (the models never let a deadline pass).
+pub(crate) fn wait_until<'a>(
+    condvar: &Condvar,
+    guard: MutexGuard<'a, ()>,
+    deadline: std::time::Instant,
+) -> MutexGuard<'a, ()> {
+    #[cfg(loom)]
+    {
+        let _ = deadline;
+        wait(condvar, guard)
+    }
+    #[cfg(not(loom))]
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        condvar
+            .wait_timeout(guard, left)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner().0)
+    }
+}

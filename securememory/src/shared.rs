@@ -71,6 +71,10 @@ impl<P: Pages> SecretCore<P> {
     pub(crate) fn readers(&self) -> usize {
         self.state.readers()
     }
+
+    pub(crate) fn quarantine(&self) -> crate::Quarantine {
+        self.state.quarantine()
+    }
 }
 
 impl<P: Pages> Drop for SecretCore<P> {
@@ -99,13 +103,9 @@ impl<P: Pages> Drop for SecretCore<P> {
 }
 
 impl<P: Pages> mg::Purgeable for AccessState<P> {
-    fn purge(&self, _request: &mg::PurgeRequest) {
-        match self.close() {
-            Ok(()) => {}
-            Err(Error::CloseInsideAccess) => {
-                log::warn!("purge skipped a secret whose closure is running on this thread")
-            }
-            Err(e) => log::error!("purge could not close a secret: {e}"),
+    fn purge(&self, request: &mg::PurgeRequest) {
+        if let Err(e) = self.purge_by(request.deadline(), request.is_exiting()) {
+            log::error!("purge could not close a secret: {e}");
         }
     }
 }
@@ -179,6 +179,10 @@ macro_rules! impl_secret {
 
             fn protections(&self) -> $crate::ProtectionReport {
                 self.core.report()
+            }
+
+            fn quarantine(&self) -> $crate::Quarantine {
+                self.core.quarantine()
             }
         }
 

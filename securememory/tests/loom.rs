@@ -54,6 +54,10 @@ impl Pages for ModelPages {
         &mut self.data
     }
 
+    unsafe fn wipe_in_place(&self) -> memcall::Result<()> {
+        self.protect(Protection::NoAccess)
+    }
+
     fn destroy(self) -> Result<(), DestroyFailed<Self>> {
         assert_ne!(
             self.protection.load(Ordering::SeqCst),

@@ -14,23 +14,35 @@
 //! - `close` sets CLOSING under the mutex (from then on every entry fails with [`Error::Closed`]), waits on a
 //!   condition variable until the readers drain, destroys the pages, and sets CLOSED. A failed destroy leaves
 //!   CLOSING without CLOSED, so `close` can be called again.
+//! - Purge ([`AccessState::purge_by`]) is a close that does not wait forever: past its deadline, or at once
+//!   for a closure running on the purging thread, it sets CLOSING and DESTROY_ON_LEAVE, and the last reader
+//!   to leave destroys the pages under the mutex. Past the deadline (or when the process is exiting) the pages
+//!   are also wiped in place and made no-access right away, under the readers' feet: a late read faults.
+//! - A quarantined secret's pages are retired instead of destroyed: wiped, no-access, kept mapped until the
+//!   last [`Quarantine`] handle is gone, never pooled.
 //!
 //! This module and its `pages` submodule hold all of the crate's `unsafe` code: reading the pages inside the
 //! access window, and writing them before they are shared.
 
 mod pages;
+mod quarantine;
 
 use std::cell::Cell;
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 pub(crate) use pages::Unsealed;
 #[cfg_attr(not(loom), allow(unused_imports))]
 pub use pages::{DestroyFailed, GuardedPages, Pages, ProtectedPages};
+use quarantine::Hold;
+pub use quarantine::Quarantine;
 
 use memcall::Protection;
 
 use crate::error::{Error, Result};
 use crate::primitive::{
-    lock, thread_local_cell, wait, AtomicUsize, Condvar, Mutex, Ordering, UnsafeCell,
+    lock, thread_local_cell, wait, wait_until, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering,
+    UnsafeCell,
 };
 
 const CLOSING: usize = 1 << (usize::BITS - 1);
@@ -38,7 +50,9 @@ const CLOSED: usize = 1 << (usize::BITS - 2);
 /// Readers live in the low bits. Each reader is a stack frame, so the count cannot come near this mask.
 /// Set while the pages are read-only; outlives the last reader only during a hand-over to a waiting thread.
 const READABLE: usize = 1 << (usize::BITS - 3);
-const READERS: usize = READABLE - 1;
+/// Set (with CLOSING) by a purge that could not wait for the readers: the last reader to leave destroys.
+const DESTROY_ON_LEAVE: usize = 1 << (usize::BITS - 4);
+const READERS: usize = DESTROY_ON_LEAVE - 1;
 
 /// Shared state of one secret: its pages and who is using them.
 pub struct AccessState<P: Pages> {
@@ -56,6 +70,8 @@ pub struct AccessState<P: Pages> {
     epoch: u64,
     /// Bytes of locked memory released on close (for the locked-bytes gauge).
     locked_bytes: usize,
+    /// Set by [`AccessState::quarantine`]: where the pages go instead of being destroyed.
+    quarantine: std::sync::Mutex<Option<Arc<Hold>>>,
 }
 
 // SAFETY:
@@ -77,7 +93,21 @@ impl<P: Pages> AccessState<P> {
             pages: UnsafeCell::new(Some(pages)),
             epoch: memcall::fork_epoch(),
             locked_bytes,
+            quarantine: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Marks the pages for quarantine (see [`Quarantine`]) and returns a handle that keeps them mapped.
+    pub fn quarantine(&self) -> Quarantine {
+        let _guard = lock(&self.transition);
+        if self.is_closed() {
+            return Quarantine::empty();
+        }
+        let mut slot = self
+            .quarantine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Quarantine::new(Arc::clone(slot.get_or_insert_with(Arc::default)))
     }
 
     /// True when this process is a forked child of the one that created the secret.
@@ -233,6 +263,12 @@ impl<P: Pages> AccessState<P> {
         // does, rather than trusting a state the failed call leaves unknown.
         self.state.fetch_and(!READABLE, Ordering::AcqRel);
         if current & CLOSING != 0 {
+            if current & DESTROY_ON_LEAVE != 0 && current & CLOSED == 0 {
+                // A purge came while we were inside: finish it now that nobody reads.
+                if let Err(e) = self.destroy_locked() {
+                    log::error!("purge could not release a secret after its last closure: {e}");
+                }
+            }
             self.drained.notify_all();
         }
         protected
@@ -264,30 +300,99 @@ impl<P: Pages> AccessState<P> {
         if on_this_thread::maybe_inside(self.id(), self.readers()) {
             return Err(Error::CloseInsideAccess);
         }
+        self.close_by(None).map(drop)
+    }
+
+    /// Closes for a purge (see the module docs): waits for closures on other threads until `deadline`, then
+    /// wipes the pages in place under them; a closure on this thread is finished off when it ends, or wiped
+    /// under it at once when `exiting`. Never waits past `deadline`.
+    ///
+    /// # Errors
+    /// As [`close`](Self::close), except that a closure on this thread is no error.
+    pub fn purge_by(&self, deadline: Instant, exiting: bool) -> Result<()> {
+        if self.is_forked() {
+            // Not this process's pages: nothing to wipe here.
+            return Ok(());
+        }
+        if on_this_thread::maybe_inside(self.id(), self.readers()) {
+            let guard = lock(&self.transition);
+            self.state.fetch_or(CLOSING, Ordering::AcqRel);
+            return self.finish_later(guard, exiting);
+        }
+        self.close_by(Some(deadline)).map(drop)
+    }
+
+    /// Sets CLOSING, waits for the readers (until `deadline`, if any) and destroys the pages. Returns false
+    /// when readers were still inside at the deadline: their pages are wiped and the last one destroys them.
+    fn close_by(&self, deadline: Option<Instant>) -> Result<bool> {
         let mut guard = lock(&self.transition);
         if self.state.fetch_or(CLOSING, Ordering::AcqRel) & CLOSED != 0 {
-            return Ok(());
+            return Ok(true);
         }
         loop {
             let current = self.state.load(Ordering::Acquire);
             if current & CLOSED != 0 {
-                // Another `close` finished while we waited.
-                return Ok(());
+                // Another `close` (or the last reader of a purged secret) finished while we waited.
+                return Ok(true);
             }
             if current & READERS == 0 {
                 break;
             }
-            guard = wait(&self.drained, guard);
+            guard = match deadline {
+                None => wait(&self.drained, guard),
+                Some(deadline) if Instant::now() >= deadline => {
+                    return self.finish_later(guard, true).map(|()| false);
+                }
+                Some(deadline) => wait_until(&self.drained, guard, deadline),
+            };
         }
+        self.destroy_locked().map(|()| true)
+    }
+
+    /// With the mutex held and CLOSING set while readers may be inside: the last reader to leave destroys the
+    /// pages; with `wipe_now` they are also wiped and made no-access at once, under the readers.
+    fn finish_later(&self, guard: MutexGuard<'_, ()>, wipe_now: bool) -> Result<()> {
+        let current = self.state.fetch_or(DESTROY_ON_LEAVE, Ordering::AcqRel);
+        if current & CLOSED != 0 {
+            return Ok(());
+        }
+        if current & READERS == 0 {
+            // The readers left between the caller's check and the mutex: nothing to wait for.
+            return self.destroy_locked();
+        }
+        let wiped = if wipe_now {
+            self.with_pages(|pages| {
+                // SAFETY: the caller is a purge past its grace or a process about to exit; the readers inside
+                // may see zeros or fault, which `Pages::wipe_in_place` allows, and nobody else writes the pages
+                // (writes happen only before sealing and in destroy, which needs readers == 0).
+                unsafe { pages.wipe_in_place() }
+            })
+            .map_err(Error::Memory)
+        } else {
+            Ok(())
+        };
+        drop(guard);
+        wiped
+    }
+
+    /// Destroys (or retires into quarantine) the pages and sets CLOSED. Only with the mutex held, CLOSING set
+    /// and no readers.
+    fn destroy_locked(&self) -> Result<()> {
+        let hold = self
+            .quarantine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let (result, freed) = self.pages.with_mut(|slot| {
-            // SAFETY: we hold the mutex, CLOSING is set and readers is 0: no reader holds or can take a shared
-            // borrow (entry fails on CLOSING, the slow path checks it under this mutex), and no other `close`
-            // can run concurrently.
+            // SAFETY: the caller holds the mutex, CLOSING is set and readers is 0: no reader holds or can take a
+            // shared borrow (entry fails on CLOSING, the slow path checks it under this mutex), and no other
+            // `close` can run concurrently.
             let slot = unsafe { &mut *slot };
-            match slot.take() {
-                // Unreachable: CLOSED is set whenever the slot is emptied, and checked above under the mutex.
-                None => (Ok(()), false),
-                Some(pages) => match pages.destroy() {
+            match (slot.take(), hold) {
+                // Unreachable: CLOSED is set whenever the slot is emptied, and checked under the mutex.
+                (None, _) => (Ok(()), false),
+                (Some(pages), Some(hold)) => (retire(pages, &hold), true),
+                (Some(pages), None) => match pages.destroy() {
                     Ok(()) => (Ok(()), true),
                     Err(failed) => {
                         *slot = failed.pages;
@@ -301,9 +406,20 @@ impl<P: Pages> AccessState<P> {
             self.state.fetch_or(CLOSED, Ordering::AcqRel);
             crate::metrics::secret_closed(self.locked_bytes);
         }
-        drop(guard);
         result
     }
+}
+
+/// Wipes quarantined pages and leaves them no-access in `hold`, which unmaps them with its last handle. The
+/// pages go to the hold even when a step fails (they must never be reused); the first failure is returned.
+fn retire<P: Pages>(mut pages: P, hold: &Hold) -> Result<()> {
+    let result = pages.protect(Protection::ReadWrite).map(|()| {
+        // SAFETY: the pages are read-write now and `pages` is owned here: no other slice of them exists.
+        memcall::wipe_bytes(unsafe { pages.data_mut() });
+    });
+    let sealed = pages.protect(Protection::NoAccess);
+    hold.keep(Box::new(pages));
+    result.and(sealed).map_err(Error::Memory)
 }
 
 impl<P: Pages> Drop for AccessState<P> {

@@ -25,6 +25,17 @@ pub trait Pages: Send + Sync + Sized + 'static {
     /// The pages must be read-write for as long as the slice lives.
     unsafe fn data_mut(&mut self) -> &mut [u8];
 
+    /// Makes the data pages writable, overwrites the data with zeros and leaves the pages no-access; the
+    /// mapping stays (a later read faults).
+    ///
+    /// # Errors
+    /// The failed protection change.
+    ///
+    /// # Safety
+    /// Nothing else may write the pages meanwhile. Readers on other threads may exist only where the caller
+    /// accepts that they read zeros or fault: a purge past its grace period, or a process about to exit.
+    unsafe fn wipe_in_place(&self) -> memcall::Result<()>;
+
     /// Makes the pages writable, wipes them, unlocks and frees them.
     ///
     /// # Errors
@@ -122,6 +133,11 @@ impl Pages for ProtectedPages {
         self.region.protect(prot)
     }
 
+    unsafe fn wipe_in_place(&self) -> memcall::Result<()> {
+        self.region.wipe()?;
+        self.region.protect(Protection::NoAccess)
+    }
+
     unsafe fn data(&self) -> &[u8] {
         // SAFETY: forwarded from this function's contract; `len <= region.len()` by construction.
         unsafe { &self.region.as_slice()[..self.len] }
@@ -191,6 +207,20 @@ impl Pages for GuardedPages {
     unsafe fn data(&self) -> &[u8] {
         // SAFETY: forwarded from this function's contract (readable, no writers).
         unsafe { self.region.data() }
+    }
+
+    unsafe fn wipe_in_place(&self) -> memcall::Result<()> {
+        self.protect(Protection::ReadWrite)?;
+        let (start, len) = (self.region.as_ptr(), self.region.len());
+        // SAFETY:
+        // - `start..start + len` is the data inside the region's inner pages, which are read-write now;
+        // - writing through the raw pointer creates no reference; the caller accepts that readers on other
+        //   threads see zeros or fault (this function's contract), and nothing else writes the data.
+        unsafe { std::ptr::write_bytes(start, 0, len) };
+        // The pages stay mapped and are read again (by a late reader, or wiped again on release): keep the
+        // stores from being treated as dead.
+        std::hint::black_box(start);
+        self.protect(Protection::NoAccess)
     }
 
     unsafe fn data_mut(&mut self) -> &mut [u8] {
