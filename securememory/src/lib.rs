@@ -180,7 +180,8 @@ pub trait SecretFactory: Send + Sync {
     /// The secrets it makes.
     type Secret: Secret + 'static;
 
-    /// Copies `source` into a new secret, then wipes `source` (left untouched when allocation fails).
+    /// Copies `source` into a new secret, then wipes `source`. On any error `source` is left exactly as it
+    /// was: it is wiped only once the secret exists.
     ///
     /// Named after Go's `SecretFactory.New`.
     ///

@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 
 use crate::error::{Error, Result};
+use crate::stream::SecretStream;
 use crate::Secret;
 
 /// Reads a secret's bytes into the caller's buffer, one access window per call.
@@ -16,6 +17,12 @@ use crate::Secret;
 ///   end of data, later calls return `(0, true)`.
 /// - As [`io::Read`], end of data is `Ok(0)`; a read after the secret was closed fails with an error whose
 ///   message is `secret has already been destroyed` (its inner error is [`Error::Closed`]).
+///
+/// # Copies that wiping does not reach
+/// `std::io::copy(&mut reader, &mut out)` passes every byte through std's 8 KiB buffer on the stack, and
+/// `read_to_end` into a `Vec` leaves copies in freed heap memory whenever the vector grows, even if the final
+/// vector is wiped. Between protected places, copy directly: [`SecretReader::copy_to`] moves the bytes from
+/// the secret's pages into a [`SecretStream`]'s locked chunks with no ordinary buffer in between.
 pub struct SecretReader<'a> {
     secret: &'a dyn Secret,
     pos: usize,
@@ -72,6 +79,34 @@ impl<'a> SecretReader<'a> {
         }
         self.pos += copied;
         Ok((copied, self.pos >= self.secret.len()))
+    }
+}
+
+impl SecretReader<'_> {
+    /// Copies the rest of the secret into `stream` straight from the secret's pages to the stream's locked
+    /// chunk (no ordinary buffer in between), and returns how many bytes were copied.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after close; any error of the access window or of [`SecretStream::write_secret`]
+    /// (the position is then not advanced, and what reached the stream stays there).
+    pub fn copy_to(&mut self, stream: &mut SecretStream) -> Result<usize> {
+        let pos = self.pos;
+        if pos >= self.secret.len() {
+            return if self.secret.is_closed() {
+                Err(Error::Closed)
+            } else {
+                Ok(0)
+            };
+        }
+        let mut copied = 0;
+        self.secret.with_bytes_dyn(&mut |bytes| {
+            let rest = bytes.get(pos..).unwrap_or_default();
+            stream.write_secret(rest)?;
+            copied = rest.len();
+            Ok(())
+        })?;
+        self.pos += copied;
+        Ok(copied)
     }
 }
 

@@ -3,9 +3,11 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 
-use crate::access::{ProtectedPages, Unsealed};
+use crate::access::{Pages, ProtectedPages, Resting, Unsealed};
 use crate::error::{Error, Result};
+use crate::mg;
 use crate::protected_memory::{ProtectedMemorySecret, ProtectedMemorySecretFactory};
 use crate::Secret;
 
@@ -14,9 +16,16 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 
 /// A first-in, first-out byte stream whose contents live in [`ProtectedMemorySecret`] chunks.
 ///
-/// Writes copy straight into locked pages; a chunk is made no-access once it is full or on
-/// [`seal_tail`](SecretStream::seal_tail) (or `io::Write::flush`). Only the chunk being filled is read-write, and only between writes of one
-/// owner (`&mut self`). Reads copy out of the chunks in order and release each chunk (wiped) once read.
+/// Writes copy straight into locked pages; a chunk becomes a sealed secret once it is full or on
+/// [`seal_tail`](SecretStream::seal_tail) (or `io::Write::flush`). The chunk being filled is read-write only
+/// during a write call and no-access between writes, and [`purge`](memguard::purge) reaches it like every
+/// sealed chunk (the stream then fails with [`Error::Closed`]). Reads copy out of the chunks in order and
+/// release each chunk (wiped) once read.
+///
+/// What remains: a read copies bytes into the caller's buffer, which is ordinary memory unless it is itself
+/// protected; use [`SecretStream::next_chunk`], [`SecretStream::into_secret`] or
+/// [`SecretReader::copy_to`](crate::SecretReader::copy_to) to move bytes between protected places without an
+/// ordinary buffer in between (`std::io::copy` uses an 8 KiB buffer on the stack).
 ///
 /// ```
 /// use std::io::{Read, Write};
@@ -38,10 +47,91 @@ pub struct SecretStream {
     len: usize,
 }
 
+/// The chunk being filled: no-access between writes, registered for purge.
 struct Tail {
-    pages: Unsealed<ProtectedPages>,
+    cell: Arc<TailCell>,
+    _registration: mg::Registration,
     filled: usize,
     locked: usize,
+}
+
+/// The tail's pages, shared with the purge registry. The stream holds the mutex only for one copy.
+struct TailCell {
+    pages: Mutex<Option<Resting<ProtectedPages>>>,
+    epoch: u64,
+}
+
+impl Tail {
+    fn new(pages: Unsealed<ProtectedPages>, locked: usize) -> Result<Tail> {
+        let pages = pages
+            .rest()
+            .map_err(|(e, pages)| crate::shared::discard(Error::Memory(e), pages.into_pages()))?;
+        let cell = Arc::new(TailCell {
+            pages: Mutex::new(Some(pages)),
+            epoch: memcall::fork_epoch(),
+        });
+        let weak: Weak<dyn mg::Purgeable> = Arc::<TailCell>::downgrade(&cell);
+        Ok(Tail {
+            _registration: mg::register(weak),
+            cell,
+            filled: 0,
+            locked,
+        })
+    }
+}
+
+impl TailCell {
+    fn lock(&self) -> MutexGuard<'_, Option<Resting<ProtectedPages>>> {
+        // Every critical section leaves the slot holding resting pages or nothing.
+        self.pages.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the resting pages and makes them writable; `Closed` once a purge took them.
+    fn wake(slot: &mut Option<Resting<ProtectedPages>>) -> Result<Unsealed<ProtectedPages>> {
+        let resting = slot.take().ok_or(Error::Closed)?;
+        resting.wake().map_err(|(e, resting)| {
+            *slot = Some(resting);
+            Error::Memory(e)
+        })
+    }
+}
+
+fn release(pages: ProtectedPages) {
+    if let Err(failed) = pages.destroy() {
+        log::error!("releasing a stream chunk failed: {}", failed.error);
+    }
+}
+
+impl mg::Purgeable for TailCell {
+    fn purge(&self, request: &mg::PurgeRequest) {
+        // The stream holds the lock only for one copy into the chunk; wait for it no longer than allowed.
+        let mut slot = loop {
+            match self.pages.try_lock() {
+                Ok(slot) => break slot,
+                Err(TryLockError::Poisoned(poisoned)) => break poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) if !request.expired() => std::thread::yield_now(),
+                Err(TryLockError::WouldBlock) => {
+                    log::error!("purge could not reach a stream chunk being written");
+                    return;
+                }
+            }
+        };
+        if let Some(resting) = slot.take() {
+            release(resting.into_pages());
+        }
+    }
+}
+
+impl Drop for TailCell {
+    fn drop(&mut self) {
+        let pages = self.lock().take();
+        match pages {
+            // In a forked child the pages are the parent's: not ours to release.
+            Some(resting) if memcall::fork_epoch() != self.epoch => std::mem::forget(resting),
+            Some(resting) => release(resting.into_pages()),
+            None => {}
+        }
+    }
 }
 
 impl SecretStream {
@@ -74,31 +164,71 @@ impl SecretStream {
     /// Appends `data`.
     ///
     /// # Errors
-    /// When a chunk cannot be allocated, locked or sealed; what was written before stays readable.
+    /// When a chunk cannot be allocated, locked, protected or sealed: what was written before stays readable,
+    /// except the bytes of a chunk that could not be made no-access again (wiped; [`len`](Self::len) says
+    /// what is left). [`Error::Closed`] after a [`purge`](memguard::purge).
     pub fn write_secret(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
             let tail = match &mut self.tail {
                 Some(tail) => tail,
                 None => {
                     let (pages, locked) = self.factory.chunk(CHUNK_SIZE)?;
-                    self.tail.insert(Tail {
-                        pages,
-                        filled: 0,
-                        locked,
-                    })
+                    self.tail.insert(Tail::new(pages, locked)?)
                 }
             };
-            let room = &mut tail.pages.bytes_mut()[tail.filled..];
+            let mut slot = tail.cell.lock();
+            let mut pages = TailCell::wake(&mut slot)?;
+            let room = &mut pages.bytes_mut()[tail.filled..];
             let n = room.len().min(data.len());
             room[..n].copy_from_slice(&data[..n]);
             tail.filled += n;
             self.len += n;
             data = &data[n..];
-            if tail.filled == CHUNK_SIZE {
-                self.seal_tail()?;
+            let rested = if tail.filled == CHUNK_SIZE {
+                Err(pages)
+            } else {
+                pages.rest().map_err(|(e, pages)| {
+                    log::error!(
+                        "a stream chunk could not be made no-access; its bytes are dropped: {e}"
+                    );
+                    pages
+                })
+            };
+            match rested {
+                Ok(resting) => *slot = Some(resting),
+                Err(pages) => {
+                    let full = tail.filled == CHUNK_SIZE;
+                    let (filled, locked) = (tail.filled, tail.locked);
+                    drop(slot);
+                    self.tail = None;
+                    if !full {
+                        self.len -= filled;
+                        release(pages.into_pages());
+                        return Err(Error::Closed);
+                    }
+                    self.push_sealed(pages, filled, locked)?;
+                }
             }
         }
         Ok(())
+    }
+
+    fn push_sealed(
+        &mut self,
+        pages: Unsealed<ProtectedPages>,
+        filled: usize,
+        locked: usize,
+    ) -> Result<()> {
+        match ProtectedMemorySecretFactory::seal_chunk(pages, filled, locked) {
+            Ok(secret) => {
+                self.sealed.push_back(secret);
+                Ok(())
+            }
+            Err(e) => {
+                self.len -= filled;
+                Err(e)
+            }
+        }
     }
 
     /// Appends `source`, then wipes it.
@@ -123,12 +253,11 @@ impl SecretStream {
         if tail.filled == 0 {
             return Ok(());
         }
-        match ProtectedMemorySecretFactory::seal_chunk(tail.pages, tail.filled, tail.locked) {
-            Ok(secret) => {
-                self.sealed.push_back(secret);
-                Ok(())
-            }
+        let woken = TailCell::wake(&mut tail.cell.lock());
+        match woken {
+            Ok(pages) => self.push_sealed(pages, tail.filled, tail.locked),
             Err(e) => {
+                // Purged, or the pages cannot be made writable: the chunk's bytes are gone.
                 self.len -= tail.filled;
                 Err(e)
             }

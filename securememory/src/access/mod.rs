@@ -31,9 +31,9 @@ use std::cell::Cell;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
-pub(crate) use pages::Unsealed;
 #[cfg_attr(not(loom), allow(unused_imports))]
 pub use pages::{DestroyFailed, GuardedPages, Pages, ProtectedPages};
+pub(crate) use pages::{Resting, Unsealed};
 use quarantine::Hold;
 pub use quarantine::Quarantine;
 

@@ -85,6 +85,40 @@ impl<P: Pages> Unsealed<P> {
     pub(crate) fn into_pages(self) -> P {
         self.pages
     }
+
+    /// Makes the pages no-access between writes, without sharing them (a stream's partly filled chunk).
+    ///
+    /// # Errors
+    /// The failed `mprotect`, with the pages still read-write.
+    pub(crate) fn rest(self) -> Result<Resting<P>, (memcall::Error, Unsealed<P>)> {
+        match self.pages.protect(Protection::NoAccess) {
+            Ok(()) => Ok(Resting { pages: self.pages }),
+            Err(e) => Err((e, self)),
+        }
+    }
+}
+
+/// Pages that are owned by nobody else, no-access between writes (see [`Unsealed::rest`]).
+pub(crate) struct Resting<P: Pages> {
+    pages: P,
+}
+
+impl<P: Pages> Resting<P> {
+    /// Makes the pages read-write again for the next write.
+    ///
+    /// # Errors
+    /// The failed `mprotect`, with the pages still resting.
+    pub(crate) fn wake(self) -> Result<Unsealed<P>, (memcall::Error, Resting<P>)> {
+        match self.pages.protect(Protection::ReadWrite) {
+            Ok(()) => Ok(Unsealed { pages: self.pages }),
+            Err(e) => Err((e, self)),
+        }
+    }
+
+    /// Gives up on the pages (to destroy them).
+    pub(crate) fn into_pages(self) -> P {
+        self.pages
+    }
 }
 
 /// Whole pages from [`memcall::Region`], data at offset 0 (the `protected_memory` flavour).

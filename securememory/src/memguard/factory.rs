@@ -65,8 +65,10 @@ impl SecretFactory for MemguardSecretFactory {
         let mut unsealed = self.alloc(source.len())?;
         // A plain copy: its timing depends on the length only, never on the bytes.
         unsealed.bytes_mut().copy_from_slice(source);
+        // The source is wiped only once the secret exists: on any error it is left as it was.
+        let secret = Self::finish(unsealed, source.len())?;
         memcall::wipe_bytes(source);
-        Self::finish(unsealed, source.len())
+        Ok(secret)
     }
 
     fn create_random(&self, size: usize) -> Result<MemguardSecret> {

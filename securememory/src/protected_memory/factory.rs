@@ -99,8 +99,10 @@ impl SecretFactory for ProtectedMemorySecretFactory {
         let (mut unsealed, locked) = self.alloc(source.len())?;
         // A plain copy: its timing depends on the length only, never on the bytes.
         unsealed.bytes_mut().copy_from_slice(source);
+        // The source is wiped only once the secret exists: on any error it is left as it was.
+        let secret = Self::finish(unsealed, source.len(), locked)?;
         memcall::wipe_bytes(source);
-        Self::finish(unsealed, source.len(), locked)
+        Ok(secret)
     }
 
     fn create_random(&self, size: usize) -> Result<ProtectedMemorySecret> {
