@@ -3,10 +3,10 @@
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::de::DeserializeOwned;
 
@@ -104,8 +104,39 @@ fn drain(mut from: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     })
 }
 
+/// A fresh, empty directory under the system's temporary directory.
+pub fn scratch_dir() -> std::io::Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "securememory-doctor-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir(&dir)?;
+    Ok(dir)
+}
+
 /// Runs `securememory __child <args...>` and waits for it (killing it after `opts.timeout`).
+///
+/// Without `opts.cwd` the child runs in a scratch directory that is removed afterwards, so a child that
+/// faults where core dumps are enabled never leaves a core file in the caller's working directory.
 pub fn run(args: &[String], opts: &ChildOptions<'_>) -> std::io::Result<ChildOutcome> {
+    match opts.cwd {
+        Some(dir) => run_in(args, opts, dir),
+        None => {
+            let dir = scratch_dir()?;
+            let outcome = run_in(args, opts, &dir);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                eprintln!("doctor: could not remove {}: {e}", dir.display());
+            }
+            outcome
+        }
+    }
+}
+
+fn run_in(args: &[String], opts: &ChildOptions<'_>, cwd: &Path) -> std::io::Result<ChildOutcome> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.arg(CHILD_SUBCOMMAND)
@@ -113,9 +144,7 @@ pub fn run(args: &[String], opts: &ChildOptions<'_>) -> std::io::Result<ChildOut
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(dir) = opts.cwd {
-        cmd.current_dir(dir);
-    }
+    cmd.current_dir(cwd);
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }

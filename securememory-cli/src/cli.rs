@@ -25,14 +25,17 @@ pub enum Command {
     Child(ChildArgs),
 }
 
+/// The largest `--expect`: a trillion secrets, far past any host's memory; larger numbers are a usage error.
+pub const MAX_EXPECT: u64 = 1_000_000_000_000;
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Size in bytes of one secret, for the "how many fit" figures.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub size: u64,
-    /// How many live secrets of --size the service needs at once; fewer fitting under the locked-memory limit
-    /// is a failure.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    /// How many live secrets of --size the service needs at once (at most 10^12); fewer fitting under the
+    /// locked-memory limit is a failure.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_EXPECT))]
     pub expect: u64,
     /// Treat checks that cannot be carried out on this host (for example a core file piped elsewhere) as
     /// failures.

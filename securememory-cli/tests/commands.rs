@@ -266,3 +266,48 @@ fn guard_page_proof_discriminates_guarded_from_unguarded_secrets() {
         );
     }
 }
+
+#[test]
+fn absurd_expect_is_a_usage_error_not_a_panic() {
+    for expect in ["18446744073709551615", "1000000000001", "0"] {
+        let out = securememory(&["doctor", "--expect", expect]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--expect {expect}: {stderr}");
+        assert!(stderr.contains("--expect"), "--expect {expect}: {stderr}");
+        assert!(!stderr.contains("panicked"), "--expect {expect}: {stderr}");
+    }
+}
+
+#[test]
+fn doctor_leaves_no_core_file_in_the_working_directory() {
+    let dir = std::env::temp_dir().join(format!("securememory-cli-cwd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_securememory"));
+    cmd.args(["doctor", "--json"])
+        .current_dir(&dir)
+        .env("SECUREMEMORY_KEEP_CORE_DUMPS", "1");
+    // SAFETY: `pre_exec` runs in the forked child before exec; `setrlimit` is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // Raising the soft limit to the hard one may be refused; the test then proves less, not nothing.
+            let _ = libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("the securememory binary runs");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        left.is_empty(),
+        "doctor left files in its working directory: {left:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -28,19 +28,6 @@ fn find_any_half(haystack: &[u8], secret: &[u8]) -> Option<usize> {
         .or_else(|| contains(haystack, b))
 }
 
-fn scratch_dir() -> std::io::Result<PathBuf> {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "securememory-doctor-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir(&dir)?;
-    Ok(dir)
-}
-
 /// Where core files land for a child whose working directory is `cwd`, when they land in a file at all.
 fn core_dir(core: &CoreFacts, cwd: &Path) -> Result<PathBuf, String> {
     let pattern = core.core_pattern.as_deref().unwrap_or("core");
@@ -84,7 +71,7 @@ pub fn not_in_core_file(core: &CoreFacts) -> Vec<Proof> {
             .map(|f| proof(NAME, f.name(), status, evidence.clone()))
             .collect()
     };
-    let cwd = match scratch_dir() {
+    let cwd = match crate::child::scratch_dir() {
         Ok(d) => d,
         Err(e) => {
             return all(

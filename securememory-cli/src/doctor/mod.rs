@@ -40,6 +40,7 @@ pub struct DoctorReport {
 }
 
 fn memlock_fix(needed_bytes: u64) -> String {
+    // `--expect` and `--size` are bounded so this cannot overflow; saturate anyway rather than panic.
     let kib = needed_bytes.div_ceil(1024);
     format!(
         "raise the locked-memory limit to at least {kib} KiB (or give the process CAP_IPC_LOCK): shell `ulimit -l {kib}` \
@@ -47,7 +48,7 @@ fn memlock_fix(needed_bytes: u64) -> String {
          `docker run --ulimit memlock={bytes}:{bytes}` (or `--cap-add IPC_LOCK`); Kubernetes: add \"IPC_LOCK\" to \
          the container's securityContext.capabilities.add, since the pod's memlock ulimit comes from the container \
          runtime's defaults (e.g. LimitMEMLOCK of containerd.service)",
-        bytes = kib * 1024
+        bytes = kib.saturating_mul(1024)
     )
 }
 
