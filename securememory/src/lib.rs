@@ -224,6 +224,7 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// [`Error::Io`] when reading fails or the input ends early (`UnexpectedEof`); otherwise as
     /// [`SecretFactory::new`]. Nothing read is kept on error.
+    #[allow(clippy::wrong_self_convention)]
     fn from_reader<R: std::io::Read + ?Sized>(
         &self,
         reader: &mut R,
@@ -243,6 +244,7 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// [`Error::Io`] when reading fails, or with `ErrorKind::FileTooLarge` when the input is longer than
     /// `max_len`; [`Error::InvalidLength`] when it is empty; otherwise as [`SecretFactory::new`].
+    #[allow(clippy::wrong_self_convention)]
     fn from_reader_to_end<R: std::io::Read + ?Sized>(
         &self,
         reader: &mut R,
@@ -259,6 +261,7 @@ pub trait SecretFactory: Send + Sync {
     ///
     /// # Errors
     /// As [`SecretFactory::from_reader_to_end`]; [`Error::Io`] when the file cannot be opened.
+    #[allow(clippy::wrong_self_convention)]
     fn from_file(&self, path: impl AsRef<std::path::Path>, max_len: usize) -> Result<Self::Secret>
     where
         Self: Sized,
@@ -273,6 +276,7 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// As [`SecretFactory::new`].
     #[cfg(feature = "zeroize")]
+    #[allow(clippy::wrong_self_convention)]
     fn from_zeroizing<T>(&self, source: &mut zeroize::Zeroizing<T>) -> Result<Self::Secret>
     where
         Self: Sized,
@@ -288,6 +292,7 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// As [`SecretFactory::new`].
     #[cfg(feature = "secrecy")]
+    #[allow(clippy::wrong_self_convention)]
     fn from_secret_box(&self, source: &mut secrecy::SecretBox<[u8]>) -> Result<Self::Secret>
     where
         Self: Sized,
