@@ -1,7 +1,6 @@
 //! Getting a secret in without a copy in ordinary memory: readers of unknown length and standard input.
 //!
-//! [`SecretFactory::from_reader`](crate::SecretFactory::from_reader) and
-//! [`from_reader_to_end`](crate::SecretFactory::from_reader_to_end) read straight into locked pages; what
+//! [`SecretFactory::from_reader`] and [`SecretFactory::from_reader_to_end`] read straight into locked pages; what
 //! they cannot control is the reader itself. A buffered reader (`std::io::stdin()`, `BufReader`) keeps its own
 //! copy of what passes through it, so open standard input unbuffered with [`stdin_unbuffered`].
 

@@ -42,8 +42,8 @@
 //! - `metrics`: counters, gauges and timers through the `metrics` facade (see [`mod@metrics`]).
 //! - `debug_backtrace`: a secret dropped without `close` is logged at debug level with the backtrace of its
 //!   creation.
-//! - `zeroize`, `secrecy`: [`SecretFactory::from_zeroizing`] and [`SecretFactory::from_secret_box`] take
-//!   those crates' wrappers as sources directly.
+//! - `zeroize`, `secrecy`: `SecretFactory::from_zeroizing` and `SecretFactory::from_secret_box` take those
+//!   crates' wrappers as sources directly.
 //!
 //! # Getting secrets in
 //! [`SecretFactory::from_file`], [`SecretFactory::from_reader`] and [`SecretFactory::from_reader_to_end`]
