@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use guarantees::core_file::{self, MarkerSet};
 use guarantees::proc_stats;
 use guarantees::{Scenario, Watchdog};
-use securememory::{
-    MemguardSecretFactory, ProtectedMemorySecretFactory, Secret, SecretExtensions, SecretFactory,
-};
+use securememory::{MemguardSecretFactory, ProtectedMemorySecretFactory, SecretFactory};
 
 const MARKERS_VAR: &str = "GUARANTEES_MARKERS";
 const ENTRY_VAR: &str = "GUARANTEES_SIGNAL_ENTRY";
