@@ -53,7 +53,7 @@ mod region;
 mod wipe;
 
 pub use error::{Error, Op, Result};
-pub use fork::fork_epoch;
+pub use fork::{fork_epoch, PerProcess};
 #[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
 pub use limits::set_lock_limit;
 pub use limits::{disable_core_dumps, lock_limit, locked_bytes, Limit, LockLimit};
