@@ -351,6 +351,8 @@ impl Region {
     /// - The whole region must be readable (ReadOnly or ReadWrite) for as long as the slice lives.
     /// - Nothing may write the region (through [`Region::as_mut_slice`], [`Region::as_ptr`] or
     ///   [`Region::wipe`]) while the slice lives.
+    /// - This process must be the one that mapped the region (not [`Region::is_forked`]): in a forked child the
+    ///   range is not the region's.
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is `len` bytes, initialised (zero-filled by the OS), and the caller guarantees it
         // is readable and not written for the slice's lifetime.
@@ -360,8 +362,9 @@ impl Region {
     /// The region's bytes, writable.
     ///
     /// # Safety
-    /// The whole region must be read-write for as long as the slice lives. (`&mut self` rules out other slices
-    /// from this handle; raw pointers obtained through [`Region::as_ptr`] must not be used meanwhile.)
+    /// The whole region must be read-write for as long as the slice lives, and this process must be the one
+    /// that mapped it (not [`Region::is_forked`]). (`&mut self` rules out other slices from this handle; raw
+    /// pointers obtained through [`Region::as_ptr`] must not be used meanwhile.)
     pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as `as_slice`, and `&mut self` gives exclusive access through this handle.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
