@@ -16,10 +16,11 @@
 //! | unreadable at rest, read-only inside the closure | `fault.rs`: both flavours, every access path, nested, concurrent, after a panic |
 //! | never in a core dump | `core_dump.rs`: 100 secrets + 20 buffers, default (no core) and both opt-outs; a live `gcore` |
 //! | not inherited by a forked child | `fork.rs`: every way in, both flavours and locked buffers, the parent unharmed |
+//! | a forked child starts fresh | `fork_lifecycle.rs`: warm caches, the child's pages in the parent's holes, trim in the child, 4 preforked workers × 1,000 secrets per flavour, inherited secrets dropped quietly |
 //! | never swapped (locked, typed error at the limit) | `memlock.rs`: without `CAP_IPC_LOCK`, each kind and a mix; best effort; pooled pages must not starve others |
 //! | wiped on release | `wipe.rs`: own-memory scan after close, drop and purge; wiped before a failed unmap; pooled pages zero |
 //! | concurrency without wrong bytes, hangs or leaks | `races.rs`: 12 threads × 10^4 accesses over 64 secrets with churn |
-//! | no leak over time | `soak.rs` (release): 10^6 create/close cycles, `VmLck`, `VmRSS`, mappings flat |
+//! | no leak over time | `soak.rs` (release): 10^6 create/close cycles, `VmLck`, the library's mappings, `VmRSS` flat |
 //! | bad input is a typed error, never a crash | `bad_input.rs` |
 //! | the kernel agrees: `lo`, `dd`, `dc`, `---` at rest, `r--` inside | `kernel_view.rs` (and each protection report) |
 #![cfg(target_os = "linux")]

@@ -67,31 +67,52 @@ pub fn mappings() -> Vec<Mapping> {
         .collect()
 }
 
-/// How many mappings this process has.
+/// How many mappings this process has, of every kind (the allocator's arenas and thread stacks included, so
+/// it moves with threads: never compare it to prove the library leaked nothing; see [`Footprint`]).
 pub fn mapping_count() -> usize {
     mappings().len()
 }
 
-/// How many mappings are excluded from core dumps (`dd` in `/proc/self/smaps` VmFlags): secret pages, pooled
-/// pages and little else, so a leak of secret mappings shows here even when the allocator's own mappings move.
-pub fn no_dump_mapping_count() -> usize {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
-    smaps
-        .lines()
-        .filter_map(|l| l.strip_prefix("VmFlags:"))
-        .filter(|flags| flags.split_whitespace().any(|f| f == "dd"))
-        .count()
+/// One mapping of `/proc/self/smaps`: the line of `/proc/self/maps`, the kernel's `VmFlags` (`lo` locked, `dd`
+/// excluded from core dumps, `dc` not copied on fork, ...) and the resident locked size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmapsEntry {
+    /// The mapping.
+    pub mapping: Mapping,
+    /// Its `VmFlags`.
+    pub flags: Vec<String>,
+    /// Its `Locked:` figure in bytes (resident pages that are locked).
+    pub locked: u64,
 }
 
-/// The mapping that contains `addr`, with the kernel's `VmFlags` for it from `/proc/self/smaps` (`lo` locked,
-/// `dd` excluded from core dumps, `dc` not copied on fork, ...).
-pub fn mapping_flags_at(addr: usize) -> Option<(Mapping, Vec<String>)> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
-    let mut current: Option<Mapping> = None;
-    for line in smaps.lines() {
+impl SmapsEntry {
+    /// True when the kernel shows `flag` among the mapping's `VmFlags`.
+    pub fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+}
+
+/// Every mapping of this process with its `VmFlags` and `Locked:` size, in address order, from one read of
+/// `/proc/self/smaps` (look addresses up with [`smaps_entry_at`]).
+pub fn smaps() -> Vec<SmapsEntry> {
+    let text = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
+    let mut entries: Vec<SmapsEntry> = Vec::new();
+    for line in text.lines() {
         if let Some(flags) = line.strip_prefix("VmFlags:") {
-            if let Some(m) = current.take().filter(|m| m.start <= addr && addr < m.end) {
-                return Some((m, flags.split_whitespace().map(str::to_owned).collect()));
+            if let Some(last) = entries.last_mut() {
+                last.flags = flags.split_whitespace().map(str::to_owned).collect();
+            }
+            continue;
+        }
+        if let Some(kb) = line.strip_prefix("Locked:") {
+            if let Some(last) = entries.last_mut() {
+                last.locked = kb
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    * 1024;
             }
             continue;
         }
@@ -103,39 +124,107 @@ pub fn mapping_flags_at(addr: usize) -> Option<(Mapping, Vec<String>)> {
             usize::from_str_radix(start, 16),
             usize::from_str_radix(end, 16),
         ) {
-            current = Some(Mapping {
-                start,
-                end,
-                perms: fields.next().unwrap_or_default().to_owned(),
-                name: fields.nth(3).unwrap_or_default().to_owned(),
+            entries.push(SmapsEntry {
+                mapping: Mapping {
+                    start,
+                    end,
+                    perms: fields.next().unwrap_or_default().to_owned(),
+                    name: fields.nth(3).unwrap_or_default().to_owned(),
+                },
+                flags: Vec::new(),
+                locked: 0,
             });
         }
     }
-    None
+    entries
 }
 
-/// The process-wide figures a leak would move.
+/// The entry of `entries` (from [`smaps`]) whose mapping contains `addr`.
+pub fn smaps_entry_at(entries: &[SmapsEntry], addr: usize) -> Option<&SmapsEntry> {
+    let i = entries.partition_point(|e| e.mapping.end <= addr);
+    entries.get(i).filter(|e| e.mapping.start <= addr)
+}
+
+/// How many mappings are excluded from core dumps (`dd` in `/proc/self/smaps` VmFlags): secret pages, pooled
+/// pages and little else, so a leak of secret mappings shows here even when the allocator's own mappings move.
+pub fn no_dump_mapping_count() -> usize {
+    smaps().iter().filter(|e| e.has("dd")).count()
+}
+
+/// The mapping that contains `addr`, with the kernel's `VmFlags` for it from `/proc/self/smaps` (`lo` locked,
+/// `dd` excluded from core dumps, `dc` not copied on fork, ...).
+pub fn mapping_flags_at(addr: usize) -> Option<(Mapping, Vec<String>)> {
+    let entries = smaps();
+    smaps_entry_at(&entries, addr).map(|e| (e.mapping.clone(), e.flags.clone()))
+}
+
+/// What this process has mapped for secrets, and nothing else: the figures a leak of secret memory would move.
+///
+/// Every page the secret-holding crates map is excluded from core dumps (`dd`), and nothing else in a test
+/// process is, so the `dd` mappings are exactly the library's. The total mapping count is deliberately absent:
+/// it moves with the allocator's per-thread arenas and the threads' stacks (a test that starts threads sees a
+/// few more mappings afterwards for reasons that have nothing to do with secrets): it is in `mappings` for
+/// reports, and [`Footprint::library_changes_since`] does not compare it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Footprint {
-    /// `VmLck` in bytes.
+    /// `VmLck` in bytes: memory this process locked (only the library locks memory in a test process).
     pub locked: u64,
-    /// `VmRSS` in bytes.
+    /// `VmRSS` in bytes (reported; compared only with slack, since the allocator's caches move it).
     pub resident: u64,
-    /// Lines of `/proc/self/maps`.
+    /// Lines of `/proc/self/maps`, of every kind: for reports only, never compare it (see above).
     pub mappings: usize,
-    /// Mappings flagged `dd` (no-dump).
+    /// Mappings flagged `dd` (no-dump): the library's mappings.
     pub no_dump_mappings: usize,
+    /// Bytes of the mappings flagged `dd`.
+    pub no_dump_bytes: usize,
+    /// Bytes of the mappings flagged `lo` (locked), whether resident or not.
+    pub locked_mapping_bytes: usize,
 }
 
 impl Footprint {
     /// The figures now.
     pub fn now() -> Footprint {
+        let entries = smaps();
+        let size = |e: &SmapsEntry| e.mapping.end - e.mapping.start;
         Footprint {
             locked: locked(),
             resident: resident(),
-            mappings: mapping_count(),
-            no_dump_mappings: no_dump_mapping_count(),
+            mappings: entries.len(),
+            no_dump_mappings: entries.iter().filter(|e| e.has("dd")).count(),
+            no_dump_bytes: entries.iter().filter(|e| e.has("dd")).map(size).sum(),
+            locked_mapping_bytes: entries.iter().filter(|e| e.has("lo")).map(size).sum(),
         }
+    }
+
+    /// Every difference from `base` in what the library maps or locks (`resident` is not compared), as
+    /// messages; empty when there is none.
+    pub fn library_changes_since(&self, base: &Footprint) -> Vec<String> {
+        let mut changes = Vec::new();
+        if self.locked != base.locked {
+            changes.push(format!(
+                "VmLck {} bytes, {} before",
+                self.locked, base.locked
+            ));
+        }
+        if self.no_dump_mappings != base.no_dump_mappings {
+            changes.push(format!(
+                "{} no-dump mappings, {} before",
+                self.no_dump_mappings, base.no_dump_mappings
+            ));
+        }
+        if self.no_dump_bytes != base.no_dump_bytes {
+            changes.push(format!(
+                "{} bytes of no-dump mappings, {} before",
+                self.no_dump_bytes, base.no_dump_bytes
+            ));
+        }
+        if self.locked_mapping_bytes != base.locked_mapping_bytes {
+            changes.push(format!(
+                "{} bytes of locked mappings, {} before",
+                self.locked_mapping_bytes, base.locked_mapping_bytes
+            ));
+        }
+        changes
     }
 }
 
@@ -216,4 +305,40 @@ fn read_fully(mem: &File, buf: &mut [u8], at: usize) -> usize {
         }
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Footprint;
+
+    /// A leaked no-dump, locked page (what a leaked secret looks like) shows in the footprint; the page going
+    /// away takes it back to where it was.
+    #[test]
+    fn a_leaked_secret_page_shows_in_the_library_footprint() {
+        let base = Footprint::now();
+        let page = super::page_size();
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing touches no existing memory.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        // SAFETY: `ptr..ptr+page` is the mapping made just above, used by nothing else.
+        unsafe {
+            assert_eq!(libc::madvise(ptr, page, libc::MADV_DONTDUMP), 0);
+            assert_eq!(libc::mlock(ptr, page), 0);
+        }
+        let leaked = Footprint::now();
+        let changes = leaked.library_changes_since(&base);
+        // SAFETY: the mapping is ours and nothing refers to it any more.
+        unsafe { libc::munmap(ptr, page) };
+        assert_eq!(changes.len(), 4, "{changes:?}");
+        assert!(Footprint::now().library_changes_since(&base).is_empty());
+    }
 }

@@ -2,12 +2,13 @@
 //! readers, and one of them also closing a secret now and then), while 2 other threads keep closing secrets and
 //! putting new ones in their place. Every access must
 //! give the exact bytes of the secret it reached or the exact closed error; nothing may hang (a watchdog aborts the
-//! child after 120 s); and once everything is closed, `VmLck` and the mapping counts are back at their baseline.
+//! child after 120 s); and once everything is closed, what the library maps and locks (`VmLck`, the no-dump
+//! mappings, their bytes and the locked mappings' bytes) is back at its baseline.
 //!
 //! The `securememory` crate's own race test hammers one secret with one closer; this one mixes flavours, sizes,
-//! replacement and many secrets. The baseline is taken after a warm-up round of the same shape, so thread stacks
-//! and allocator arenas that the C library keeps for reuse are already there; the caches of locked pages are trimmed
-//! before measuring.
+//! replacement and many secrets. The baseline is taken after a warm-up round of the same shape; the caches of
+//! locked pages are trimmed before measuring. The total mapping count is not compared: the C library's per-thread
+//! malloc arenas (made lazily, when a thread first meets contention) move it by a few mappings from run to run.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -235,17 +236,12 @@ fn races() -> Result<(), Box<dyn std::error::Error>> {
             base.locked
         )
     })?;
-    ensure(end.locked == base.locked, || {
-        format!("VmLck {} after, {} before", end.locked, base.locked)
-    })?;
-    ensure(end.no_dump_mappings == base.no_dump_mappings, || {
+    let changes = end.library_changes_since(&base);
+    ensure(changes.is_empty(), || {
         format!(
-            "{} no-dump mappings after, {} before",
-            end.no_dump_mappings, base.no_dump_mappings
+            "after closing everything: {}; footprint {base:?} -> {end:?}",
+            changes.join("; ")
         )
-    })?;
-    ensure(end.mappings == base.mappings, || {
-        format!("{} mappings after, {} before", end.mappings, base.mappings)
     })?;
     Ok(())
 }

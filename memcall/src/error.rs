@@ -57,7 +57,11 @@ impl fmt::Display for Op {
     }
 }
 
-/// A failed page operation. Messages carry addresses and sizes, never memory contents.
+/// A failed page operation.
+///
+/// The `Display` text says what failed, on how many bytes, and why; it never contains memory contents nor
+/// addresses (which would leak the process's memory layout into logs). The addresses are in the fields and in
+/// the `Debug` form, for debugging.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -98,6 +102,9 @@ pub enum Error {
         /// The raw OS error.
         source: io::Error,
     },
+    /// The region was mapped by another process: this is a forked child, which has no mapping for it (no-fork
+    /// advice) and may have put its own memory at that address since. Nothing was done.
+    Forked,
 }
 
 impl Error {
@@ -154,21 +161,18 @@ impl fmt::Display for Error {
                 "invalid range {offset}..{} of a {region_len}-byte region: it must be non-empty, page-aligned and inside the region",
                 offset.saturating_add(*len)
             ),
+            // The address is left out on purpose (see the type's docs); `Debug` has it.
             Error::Os {
-                op,
-                addr,
-                len,
-                source,
-            } => write!(f, "could not {op} {len} bytes at {addr:#x}: {source}"),
+                op, len, source, ..
+            } => {
+                write!(f, "could not {op} {len} bytes: {source}")
+            }
             Error::LockLimit {
-                addr,
-                len,
-                limit,
-                source,
+                len, limit, source, ..
             } => {
                 write!(
                     f,
-                    "could not lock {len} bytes at {addr:#x}: the locked-memory limit was reached ({source}). "
+                    "could not lock {len} bytes: the locked-memory limit was reached ({source}). "
                 )?;
                 match limit {
                     Some(limit) => write!(f, "{limit}. ")?,
@@ -176,6 +180,9 @@ impl fmt::Display for Error {
                 }
                 f.write_str(crate::os::LOCK_LIMIT_HINT)
             }
+            Error::Forked => f.write_str(
+                "the memory belongs to the parent process: this forked child has no access to it and left it alone",
+            ),
         }
     }
 }
@@ -193,6 +200,7 @@ impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
         let kind = match &err {
             Error::InvalidLength { .. } | Error::InvalidRange { .. } => io::ErrorKind::InvalidInput,
+            Error::Forked => io::ErrorKind::PermissionDenied,
             Error::LockLimit { .. } => io::ErrorKind::OutOfMemory,
             Error::Os { source, .. } => source.kind(),
         };

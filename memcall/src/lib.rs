@@ -34,6 +34,15 @@
 //!
 //! Linux is built and tested; the others are type-checked (see the workspace README).
 //!
+//! # Forked children
+//! A region belongs to the process that mapped it. Its pages are not inherited by a forked child (no-fork
+//! advice), and there its address may soon hold the child's own memory. So in a child a parent's [`Region`]
+//! refuses every call with [`Error::Forked`] and is forgotten, never unmapped, when freed or dropped; every
+//! [`RegionPool`] starts empty; and [`trim_all`](pool::trim_all) frees only what the child cached itself.
+//! [`PerProcess`] gives the crates above the same property for their own process-wide state. The child is
+//! detected through [`fork_epoch`], which every constructor of such state calls first (installing its
+//! `pthread_atfork` handler before the state exists).
+//!
 //! # Core dumps
 //! [`disable_core_dumps`] turns core files off for the whole process (the reference Go library does this on
 //! import). Per-region exclusion ([`Hardening::no_dump`]) protects secrets even when core dumps stay on.
@@ -53,7 +62,7 @@ mod region;
 mod wipe;
 
 pub use error::{Error, Op, Result};
-pub use fork::fork_epoch;
+pub use fork::{fork_epoch, PerProcess};
 #[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
 pub use limits::set_lock_limit;
 pub use limits::{disable_core_dumps, lock_limit, locked_bytes, Limit, LockLimit};

@@ -25,13 +25,50 @@ impl Limit {
 }
 
 impl fmt::Display for Limit {
+    /// `unlimited`, or the size in the largest binary unit it reaches, never rounded: `0 bytes`, `12 KiB`,
+    /// `8 MiB`, `1.5 MiB`; a size that unit cannot show exactly in two decimals is rounded to one and followed
+    /// by its exact byte count, as in `1.2 MiB (1258291 bytes)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Limit::Unlimited => f.write_str("unlimited"),
-            Limit::Bytes(b) if b % (1 << 20) == 0 => write!(f, "{} MiB", b >> 20),
-            Limit::Bytes(b) if b % (1 << 10) == 0 => write!(f, "{} KiB", b >> 10),
-            Limit::Bytes(b) => write!(f, "{b} bytes"),
+            Limit::Bytes(b) => fmt::Display::fmt(&Bytes(*b), f),
         }
+    }
+}
+
+/// A byte count for people (see [`Limit`]'s `Display`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bytes(pub(crate) u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        let b = self.0;
+        if b < 1024 {
+            return write!(f, "{b} {}", if b == 1 { "byte" } else { "bytes" });
+        }
+        // The largest unit not above `b`: 1024^(index + 1).
+        let index = ((63 - b.leading_zeros()) / 10 - 1) as usize;
+        let unit = 1u64 << (10 * (index + 1));
+        let (whole, rest) = (b / unit, b % unit);
+        let name = UNITS[index];
+        if rest == 0 {
+            return write!(f, "{whole} {name}");
+        }
+        // Hundredths of the unit, exact when `rest * 100` is a multiple of the unit (u128: no overflow).
+        let hundredths = u128::from(rest) * 100;
+        let unit128 = u128::from(unit);
+        let cents = hundredths / unit128;
+        if hundredths % unit128 == 0 {
+            return if cents % 10 == 0 {
+                write!(f, "{whole}.{} {name}", cents / 10)
+            } else {
+                write!(f, "{whole}.{cents:02} {name}")
+            };
+        }
+        // Not exact: rounded to one decimal, followed by the exact count.
+        let tenths = (u128::from(b) * 10 + unit128 / 2) / unit128;
+        write!(f, "{}.{} {name} ({b} bytes)", tenths / 10, tenths % 10)
     }
 }
 
@@ -62,7 +99,7 @@ impl fmt::Display for LockLimit {
             self.hard
         )?;
         if let Some(locked) = self.locked_now {
-            write!(f, ", {} locked now", Limit::Bytes(locked))?;
+            write!(f, ", {} locked now", Bytes(locked))?;
         }
         if self.exempt == Some(true) {
             f.write_str(", and the process is exempt from it (CAP_IPC_LOCK)")?;
@@ -162,4 +199,51 @@ fn limit_error(source: std::io::Error) -> crate::Error {
 )]
 fn injected_limit_failure() -> Result<()> {
     crate::fault_check(crate::Op::Limit).map_or(Ok(()), |e| Err(limit_error(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Limit, LockLimit};
+
+    #[test]
+    fn sizes_are_exact_and_in_human_units() {
+        let cases: [(u64, &str); 14] = [
+            (0, "0 bytes"),
+            (1, "1 byte"),
+            (1000, "1000 bytes"),
+            (4096, "4 KiB"),
+            (12 * 1024, "12 KiB"),
+            (12 * 1024 + 512, "12.5 KiB"),
+            (65_536 * 1024, "64 MiB"),
+            (8 << 20, "8 MiB"),
+            (3 << 19, "1.5 MiB"),
+            ((1 << 20) + (1 << 18), "1.25 MiB"),
+            ((1 << 20) + 5 * 1024, "1.0 MiB (1053696 bytes)"),
+            (1_258_291, "1.2 MiB (1258291 bytes)"),
+            (5 << 30, "5 GiB"),
+            (u64::MAX, "16.0 EiB (18446744073709551615 bytes)"),
+        ];
+        for (bytes, text) in cases {
+            assert_eq!(Limit::Bytes(bytes).to_string(), text, "{bytes} bytes");
+        }
+        assert_eq!(Limit::Unlimited.to_string(), "unlimited");
+    }
+
+    #[test]
+    fn a_few_locked_kib_are_not_shown_as_zero_mib() {
+        let limit = LockLimit {
+            soft: Limit::Bytes(8 << 20),
+            hard: Limit::Unlimited,
+            exempt: Some(false),
+            locked_now: Some(12 * 1024),
+        };
+        let text = limit.to_string();
+        assert!(text.contains("8 MiB (soft), unlimited (hard)"), "{text}");
+        assert!(text.contains(", 12 KiB locked now"), "{text}");
+        let none = LockLimit {
+            locked_now: Some(0),
+            ..limit
+        };
+        assert!(none.to_string().contains(", 0 bytes locked now"), "{none}");
+    }
 }

@@ -8,14 +8,17 @@
 //! its cached regions back to the OS and retries. What it holds counts toward the process's locked memory and is
 //! reported by [`RegionPool::cached_bytes`].
 //!
+//! Each pool's cache belongs to the process that filled it: a forked child sees it empty (see [`RegionPool`]).
+//!
 //! With the `fault-injection` feature, a rule armed on the calling thread for [`Op::Map`] or [`Op::Lock`]
 //! makes [`RegionPool::acquire`] skip the cache, and one for [`Op::Unmap`] makes [`RegionPool::release`] free
 //! the region, so injected failures are reached as they would be without a pool.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::error::{Op, Result};
+use crate::fork::PerProcess;
 use crate::region::{round_to_pages, Region};
 
 /// Regions of up to this many pages are pooled; larger ones are mapped and freed directly.
@@ -39,15 +42,34 @@ pub enum LockMode {
 pub struct Acquired {
     /// The region: zeroed and read-write.
     pub region: Region,
-    /// Whether its pages are locked.
+    /// Whether its pages are locked (the same as [`Region::is_locked`]).
     pub locked: bool,
 }
 
-/// A bounded cache of wiped, locked, read-write regions, by size in pages.
+/// What one process caches: the regions by size class and their total.
 #[derive(Debug)]
-pub struct RegionPool {
+struct Shelves {
     classes: [Mutex<Vec<Region>>; MAX_POOLED_PAGES],
     cached_bytes: AtomicUsize,
+}
+
+impl Shelves {
+    fn new() -> Shelves {
+        Shelves {
+            classes: [const { Mutex::new(Vec::new()) }; MAX_POOLED_PAGES],
+            cached_bytes: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// A bounded cache of wiped, locked, read-write regions, by size in pages.
+///
+/// The cache belongs to the process that filled it. A forked child starts with an empty one: the parent's
+/// regions are not mapped there (no-fork advice) and their addresses may hold the child's own memory by now, so
+/// the child never hands them out, trims, wipes or unmaps them; it forgets them (see [`PerProcess`]).
+#[derive(Debug)]
+pub struct RegionPool {
+    shelves: PerProcess<Shelves>,
     max_bytes: AtomicUsize,
 }
 
@@ -68,8 +90,7 @@ impl RegionPool {
     /// An empty pool that caches at most `max_bytes` of regions.
     pub const fn new(max_bytes: usize) -> Self {
         RegionPool {
-            classes: [const { Mutex::new(Vec::new()) }; MAX_POOLED_PAGES],
-            cached_bytes: AtomicUsize::new(0),
+            shelves: PerProcess::new(Shelves::new),
             max_bytes: AtomicUsize::new(max_bytes),
         }
     }
@@ -93,9 +114,11 @@ impl RegionPool {
         self.max_bytes.load(Ordering::Relaxed)
     }
 
-    /// Bytes of locked memory held by cached regions now.
+    /// Bytes of locked memory held by cached regions of this process now.
     pub fn cached_bytes(&self) -> usize {
-        self.cached_bytes.load(Ordering::Relaxed)
+        self.shelves
+            .get_if_built()
+            .map_or(0, |s| s.cached_bytes.load(Ordering::Relaxed))
     }
 
     fn class_of(len: usize) -> Option<usize> {
@@ -113,8 +136,11 @@ impl RegionPool {
         // With a test's failure armed for mapping or locking, serve from the OS so the failure is reached.
         let bypass = crate::fault_armed(Op::Map) || crate::fault_armed(Op::Lock);
         if let Some(class) = Self::class_of(len).filter(|_| !bypass) {
-            if let Some(region) = lock_class(&self.classes[class]).pop() {
-                self.cached_bytes.fetch_sub(region.len(), Ordering::Relaxed);
+            let shelves = self.shelves.get();
+            if let Some(region) = lock_class(&shelves.classes[class]).pop() {
+                shelves
+                    .cached_bytes
+                    .fetch_sub(region.len(), Ordering::Relaxed);
                 return Ok(Acquired {
                     region,
                     locked: true,
@@ -140,41 +166,53 @@ impl RegionPool {
     /// Gives a region back: it is wiped (made read-write and zeroed) and cached if it is locked, of a pooled
     /// size and the pool has room; otherwise it is freed.
     ///
+    /// Whether the region is locked is the region's own record ([`Region::is_locked`]: locked whole by this
+    /// process and not unlocked since). `locked` can only veto caching (pass what [`Acquired::locked`] said):
+    /// a region that is not locked is never cached, whatever the caller claims, so the pool never hands out an
+    /// unlocked region as locked. A region mapped by another process (a forked child releasing a region
+    /// inherited from its parent) is forgotten, never cached.
+    ///
     /// # Errors
     /// When wiping or freeing fails the region comes back inside the error, as with [`Region::free`].
     pub fn release(&self, region: Region, locked: bool) -> Result<(), crate::FreeError> {
         // With a test's unmap failure armed, free for real so the failure is reached.
-        let class =
-            Self::class_of(region.len()).filter(|_| locked && !crate::fault_armed(Op::Unmap));
-        let Some(class) = class else {
+        let cacheable =
+            locked && region.is_locked() && !region.is_forked() && !crate::fault_armed(Op::Unmap);
+        let Some(class) = Self::class_of(region.len()).filter(|_| cacheable) else {
             return region.free();
         };
         if let Err(error) = region.wipe() {
             return Err(crate::FreeError { region, error });
         }
         let len = region.len();
-        let reserved = self
+        let shelves = self.shelves.get();
+        let reserved = shelves
             .cached_bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cached| {
                 (cached + len <= self.max_bytes()).then_some(cached + len)
             })
             .is_ok();
         if reserved {
-            lock_class(&self.classes[class]).push(region);
+            lock_class(&shelves.classes[class]).push(region);
             Ok(())
         } else {
             region.free()
         }
     }
 
-    /// Frees every cached region (wiped again on the way out, and unlocked by the unmap); returns the bytes
-    /// given back.
+    /// Frees every region this process cached (wiped again on the way out, and unlocked by the unmap); returns
+    /// the bytes given back. In a forked child that has cached nothing yet this touches nothing at all.
     pub fn trim(&self) -> usize {
+        let Some(shelves) = self.shelves.get_if_built() else {
+            return 0;
+        };
         let mut freed = 0;
-        for class in &self.classes {
+        for class in &shelves.classes {
             let drained: Vec<Region> = std::mem::take(&mut *lock_class(class));
             for region in drained {
-                self.cached_bytes.fetch_sub(region.len(), Ordering::Relaxed);
+                shelves
+                    .cached_bytes
+                    .fetch_sub(region.len(), Ordering::Relaxed);
                 freed += region.len();
                 // A region that cannot be freed is dropped, which still unmaps it.
                 if let Err(e) = region.free() {
@@ -186,23 +224,42 @@ impl RegionPool {
     }
 }
 
-static TRIM_HOOKS: Mutex<Vec<fn() -> usize>> = Mutex::new(Vec::new());
+/// The registered trim hooks. Lock-free to read: `trim_all` runs at the memlock limit, also in forked children,
+/// where a lock held by a parent thread at the fork would never be released. Hooks are plain functions of this
+/// program, so a child inherits them (they are fork-safe themselves: each cache forgets its parent's regions).
+static TRIM_HOOKS: [OnceLock<fn() -> usize>; MAX_TRIM_HOOKS] =
+    [const { OnceLock::new() }; MAX_TRIM_HOOKS];
+
+/// How many distinct trim hooks may be registered.
+pub const MAX_TRIM_HOOKS: usize = 16;
 
 /// Registers a function that frees another cache of locked memory (for example guarded buffers kept by a
 /// higher crate) and returns the bytes it gave back. [`trim_all`] calls it, and so does every pool that hits the
 /// memlock limit, so no cache of locked pages makes another allocation fail. Registering twice is harmless.
-pub fn register_trim_hook(hook: fn() -> usize) {
-    let mut hooks = TRIM_HOOKS.lock().unwrap_or_else(|p| p.into_inner());
-    if !hooks.iter().any(|h| std::ptr::fn_addr_eq(*h, hook)) {
-        hooks.push(hook);
+/// Returns `false` (and registers nothing) when [`MAX_TRIM_HOOKS`] other hooks are registered already.
+pub fn register_trim_hook(hook: fn() -> usize) -> bool {
+    for slot in &TRIM_HOOKS {
+        match slot.set(hook) {
+            Ok(()) => return true,
+            Err(_) if slot.get().is_some_and(|h| std::ptr::fn_addr_eq(*h, hook)) => return true,
+            Err(_) => {}
+        }
     }
+    false
 }
 
 /// Gives every cached locked page back to the OS: the global pool's and those of registered caches. Returns
 /// the bytes freed. Call it before measuring locked memory, or to shrink the process after a burst.
+///
+/// In a forked child it frees only what the child itself cached: regions cached by the parent are not the
+/// child's (their addresses may hold the child's own memory), and are never touched.
 pub fn trim_all() -> usize {
-    let hooks: Vec<fn() -> usize> = TRIM_HOOKS.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    RegionPool::global().trim() + hooks.iter().map(|hook| hook()).sum::<usize>()
+    RegionPool::global().trim()
+        + TRIM_HOOKS
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(|hook| hook())
+            .sum::<usize>()
 }
 
 #[cfg(test)]

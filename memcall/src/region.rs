@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Op, Result};
 use crate::os;
@@ -80,11 +81,29 @@ pub struct Hardening {
 ///
 /// Methods take `&self`: they are plain system calls on the region's address range. What may read or write the
 /// bytes, and when, is the caller's business (see [`Region::as_slice`]).
+///
+/// # Forked children
+/// A region belongs to the process that mapped it. Its pages are not inherited by a forked child
+/// ([`Hardening::no_fork`]), and there the address range may soon hold an unrelated mapping of the child. So in a
+/// child every method that would make a system call on the range fails with [`Error::Forked`], and
+/// [`Region::free`] and `Drop` forget the handle instead of wiping and unmapping: a region handle inherited from
+/// the parent can never touch, lock, wipe or unmap the child's memory. Every cache built on regions is safe
+/// in a child by construction.
 pub struct Region {
     ptr: NonNull<u8>,
     len: usize,
     hardening: Hardening,
+    /// Two facts in one word (a region is embedded in every guarded buffer, so it stays small):
+    /// - bits 1..: [`crate::fork_epoch`] when mapped; another value means this is a forked child and the range
+    ///   is not ours;
+    /// - bit 0 ([`LOCKED`]): set by a successful lock of the whole region, cleared by any unlock. It is what
+    ///   [`Region::is_locked`] reports, so a pool can tell locked regions from unlocked ones without trusting
+    ///   its caller.
+    tag: AtomicU64,
 }
+
+/// Bit 0 of [`Region::tag`]: the whole region is locked.
+const LOCKED: u64 = 1;
 
 // SAFETY:
 // - `Region` owns its mapping exclusively; the pointer is never shared with another owner.
@@ -100,6 +119,7 @@ impl fmt::Debug for Region {
             .field("addr", &self.ptr)
             .field("len", &self.len)
             .field("hardening", &self.hardening)
+            .field("locked", &self.is_locked())
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +177,8 @@ impl Region {
     /// memory to give.
     pub fn alloc(len: usize) -> Result<Region> {
         let len = round_to_pages(len)?;
+        // Before anything is mapped: installs the fork handler, so a fork after this call is always seen.
+        let epoch = crate::fork_epoch();
         let mut ptr = std::ptr::null_mut();
         syscall(Op::Map, 0, len, || {
             // SAFETY: `len` is a non-zero multiple of the page size that fits in `isize`.
@@ -193,6 +215,7 @@ impl Region {
             ptr,
             len,
             hardening,
+            tag: AtomicU64::new(epoch << 1),
         })
     }
 
@@ -216,7 +239,21 @@ impl Region {
         self.hardening
     }
 
+    /// True when this process is a forked child of the one that mapped the region: the range is not ours.
+    pub fn is_forked(&self) -> bool {
+        crate::fork_epoch() != self.tag.load(Ordering::Relaxed) >> 1
+    }
+
+    /// True when the whole region was locked by [`Region::lock`] (or [`Region::lock_range`] over its whole
+    /// length) and not unlocked since. Partial locks are not counted.
+    pub fn is_locked(&self) -> bool {
+        self.tag.load(Ordering::Acquire) & LOCKED != 0
+    }
+
     fn range(&self, offset: usize, len: usize) -> Result<(*mut u8, usize)> {
+        if self.is_forked() {
+            return Err(Error::Forked);
+        }
         let page = os::page_size();
         let ok = len > 0
             && offset % page == 0
@@ -236,7 +273,7 @@ impl Region {
     /// Changes the protection of the whole region.
     ///
     /// # Errors
-    /// [`Error::Os`] with [`Op::Protect`].
+    /// [`Error::Os`] with [`Op::Protect`]; [`Error::Forked`] in a forked child.
     pub fn protect(&self, prot: Protection) -> Result<()> {
         self.protect_range(0, self.len, prot)
     }
@@ -244,7 +281,7 @@ impl Region {
     /// Changes the protection of `len` bytes at `offset` (both page-aligned).
     ///
     /// # Errors
-    /// [`Error::InvalidRange`] for a bad range; [`Error::Os`] with [`Op::Protect`].
+    /// [`Error::InvalidRange`] for a bad range; [`Error::Os`] with [`Op::Protect`]; [`Error::Forked`] in a forked child.
     pub fn protect_range(&self, offset: usize, len: usize, prot: Protection) -> Result<()> {
         let (p, l) = self.range(offset, len)?;
         // SAFETY: `p..p+l` lies inside this region's mapping (checked by `range`).
@@ -257,7 +294,7 @@ impl Region {
     ///
     /// # Errors
     /// [`Error::LockLimit`] when the locked-memory limit is reached (the message says how to raise it);
-    /// [`Error::Os`] with [`Op::Lock`] otherwise.
+    /// [`Error::Os`] with [`Op::Lock`] otherwise; [`Error::Forked`] in a forked child.
     pub fn lock(&self) -> Result<()> {
         self.lock_range(0, self.len)
     }
@@ -269,13 +306,17 @@ impl Region {
     pub fn lock_range(&self, offset: usize, len: usize) -> Result<()> {
         let (p, l) = self.range(offset, len)?;
         // SAFETY: `p..p+l` lies inside this region's mapping (checked by `range`).
-        syscall(Op::Lock, p as usize, l, || unsafe { os::lock(p, l) })
+        syscall(Op::Lock, p as usize, l, || unsafe { os::lock(p, l) })?;
+        if offset == 0 && len == self.len {
+            self.tag.fetch_or(LOCKED, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Unlocks the whole region.
     ///
     /// # Errors
-    /// [`Error::Os`] with [`Op::Unlock`].
+    /// [`Error::Os`] with [`Op::Unlock`]; [`Error::Forked`] in a forked child.
     pub fn unlock(&self) -> Result<()> {
         self.unlock_range(0, self.len)
     }
@@ -283,9 +324,11 @@ impl Region {
     /// Unlocks `len` bytes at `offset` (both page-aligned).
     ///
     /// # Errors
-    /// [`Error::InvalidRange`]; [`Error::Os`] with [`Op::Unlock`].
+    /// [`Error::InvalidRange`]; [`Error::Os`] with [`Op::Unlock`]; [`Error::Forked`] in a forked child.
     pub fn unlock_range(&self, offset: usize, len: usize) -> Result<()> {
         let (p, l) = self.range(offset, len)?;
+        // Cleared before the call: even a failed unlock may have unlocked part of the range.
+        self.tag.fetch_and(!LOCKED, Ordering::Release);
         // SAFETY: `p..p+l` lies inside this region's mapping (checked by `range`).
         syscall(Op::Unlock, p as usize, l, || unsafe { os::unlock(p, l) })
     }
@@ -293,7 +336,7 @@ impl Region {
     /// Makes the whole region read-write and overwrites it with zeros (writes the compiler cannot elide).
     ///
     /// # Errors
-    /// [`Error::Os`] with [`Op::Protect`] when the pages cannot be made writable; nothing is written then.
+    /// [`Error::Os`] with [`Op::Protect`] when the pages cannot be made writable; nothing is written then; [`Error::Forked`] in a forked child.
     pub fn wipe(&self) -> Result<()> {
         self.protect(Protection::ReadWrite)?;
         // SAFETY: the whole mapping is read-write now. Callers that wipe while other threads hold slices into
@@ -308,6 +351,8 @@ impl Region {
     /// - The whole region must be readable (ReadOnly or ReadWrite) for as long as the slice lives.
     /// - Nothing may write the region (through [`Region::as_mut_slice`], [`Region::as_ptr`] or
     ///   [`Region::wipe`]) while the slice lives.
+    /// - This process must be the one that mapped the region (not [`Region::is_forked`]): in a forked child the
+    ///   range is not the region's.
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is `len` bytes, initialised (zero-filled by the OS), and the caller guarantees it
         // is readable and not written for the slice's lifetime.
@@ -317,20 +362,25 @@ impl Region {
     /// The region's bytes, writable.
     ///
     /// # Safety
-    /// The whole region must be read-write for as long as the slice lives. (`&mut self` rules out other slices
-    /// from this handle; raw pointers obtained through [`Region::as_ptr`] must not be used meanwhile.)
+    /// The whole region must be read-write for as long as the slice lives, and this process must be the one
+    /// that mapped it (not [`Region::is_forked`]). (`&mut self` rules out other slices from this handle; raw
+    /// pointers obtained through [`Region::as_ptr`] must not be used meanwhile.)
     pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as `as_slice`, and `&mut self` gives exclusive access through this handle.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
-    /// Wipes the pages and unmaps them (which also unlocks them).
+    /// Wipes the pages and unmaps them (which also unlocks them). In a forked child the handle is forgotten
+    /// instead (the range is not ours there) and the call succeeds.
     ///
     /// # Errors
     /// When the pages cannot be made writable or unmapped, the region comes back inside the error so the call
     /// can be retried; nothing is leaked.
     pub fn free(self) -> Result<(), FreeError> {
         let this = ManuallyDrop::new(self);
+        if this.is_forked() {
+            return Ok(());
+        }
         match this.release() {
             Ok(()) => Ok(()),
             Err(error) => Err(FreeError {
@@ -355,6 +405,11 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if self.is_forked() {
+            // The parent's pages: not mapped here (no-fork advice), and the range may be the child's own memory
+            // by now. Forget the handle.
+            return;
+        }
         // Best effort: a region dropped without `free` is still wiped and unmapped. If wiping is impossible the
         // mapping is released anyway, since keeping it would only keep the secret around longer.
         if self.release().is_err() {

@@ -8,38 +8,52 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
-use memcall::Region;
+use memcall::{PerProcess, Region};
 
 /// Mappings whose inner part is at most this many pages are cached.
 const MAX_INNER_PAGES: usize = 4;
 /// The most locked (inner) bytes the cache keeps: 64 one-page buffers.
 const MAX_CACHED_BYTES: usize = 256 * 1024;
 
-static SHELVES: [Mutex<Vec<Region>>; MAX_INNER_PAGES] =
-    [const { Mutex::new(Vec::new()) }; MAX_INNER_PAGES];
-static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
-/// Purges in progress: what they destroy is unmapped, not cached.
-static PURGING: AtomicUsize = AtomicUsize::new(0);
+/// The cache of one process. A forked child gets a fresh, empty one on first use ([`PerProcess`]): the parent's
+/// mappings are not inherited (no-fork advice) and their addresses may hold the child's own memory by now, so
+/// the child never hands them out, trims or unmaps them. A purge in progress on a parent thread at the fork
+/// does not stop the child from caching either.
+struct Cache {
+    shelves: [Mutex<Vec<Region>>; MAX_INNER_PAGES],
+    cached_bytes: AtomicUsize,
+    /// Purges in progress: what they destroy is unmapped, not cached.
+    purging: AtomicUsize,
+}
+
+static CACHE: PerProcess<Cache> = PerProcess::new(|| Cache {
+    shelves: [const { Mutex::new(Vec::new()) }; MAX_INNER_PAGES],
+    cached_bytes: AtomicUsize::new(0),
+    purging: AtomicUsize::new(0),
+});
 
 /// While it lives, destroyed regions are unmapped instead of cached.
-pub(crate) struct PurgeScope(());
+pub(crate) struct PurgeScope(&'static AtomicUsize);
 
 impl PurgeScope {
     pub(crate) fn enter() -> PurgeScope {
-        PURGING.fetch_add(1, Ordering::SeqCst);
-        PurgeScope(())
+        let purging = &CACHE.get().purging;
+        purging.fetch_add(1, Ordering::SeqCst);
+        PurgeScope(purging)
     }
 }
 
 impl Drop for PurgeScope {
     fn drop(&mut self) {
-        PURGING.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-fn shelf(index: usize) -> MutexGuard<'static, Vec<Region>> {
+fn shelf(cache: &Cache, index: usize) -> MutexGuard<'_, Vec<Region>> {
     // A push or pop is one step, so a poisoned shelf is still consistent.
-    SHELVES[index].lock().unwrap_or_else(|p| p.into_inner())
+    cache.shelves[index]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 fn shelf_of(inner_len: usize) -> Option<usize> {
@@ -49,7 +63,11 @@ fn shelf_of(inner_len: usize) -> Option<usize> {
 
 fn register_once() {
     static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| memcall::pool::register_trim_hook(trim));
+    REGISTER.call_once(|| {
+        if !memcall::pool::register_trim_hook(trim) {
+            log::warn!("memguard's cache of guarded mappings could not register its trim hook");
+        }
+    });
 }
 
 /// True while a test has a failure armed that the uncached path would reach (see [`memcall::fault_armed`]).
@@ -62,21 +80,30 @@ pub(crate) fn take(inner_len: usize) -> Option<Region> {
     if bypass(&[memcall::Op::Map, memcall::Op::Lock, memcall::Op::Protect]) {
         return None;
     }
-    let region = shelf(shelf_of(inner_len)?).pop()?;
-    CACHED_BYTES.fetch_sub(inner_len, Ordering::Relaxed);
+    let index = shelf_of(inner_len)?;
+    // Nothing cached in this process yet: nothing to take (and no need to build the cache).
+    let cache = CACHE.get_if_built()?;
+    let region = shelf(cache, index).pop()?;
+    cache.cached_bytes.fetch_sub(inner_len, Ordering::Relaxed);
     Some(region)
 }
 
 /// Caches an armed mapping whose inner pages are locked, read-write and wiped; hands it back when the cache is
 /// full or the size is not cached.
 pub(crate) fn give(region: Region, inner_len: usize) -> Result<(), Region> {
-    let purging = PURGING.load(Ordering::SeqCst) > 0;
+    if region.is_forked() {
+        // A region of the parent's, destroyed in a forked child: never cached (the caller forgets it).
+        return Err(region);
+    }
+    let cache = CACHE.get();
+    let purging = cache.purging.load(Ordering::SeqCst) > 0;
     let Some(index) = shelf_of(inner_len).filter(|_| !purging && !bypass(&[memcall::Op::Unmap]))
     else {
         return Err(region);
     };
     register_once();
-    let reserved = CACHED_BYTES
+    let reserved = cache
+        .cached_bytes
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
             (c + inner_len <= MAX_CACHED_BYTES).then_some(c + inner_len)
         })
@@ -84,17 +111,21 @@ pub(crate) fn give(region: Region, inner_len: usize) -> Result<(), Region> {
     if !reserved {
         return Err(region);
     }
-    shelf(index).push(region);
+    shelf(cache, index).push(region);
     Ok(())
 }
 
-/// Frees every cached mapping (wiped again and unmapped); returns the locked bytes given back.
+/// Frees every mapping this process cached (wiped again and unmapped); returns the locked bytes given back. In
+/// a forked child, the parent's cached mappings are never touched (the child's cache starts empty).
 pub fn trim() -> usize {
+    let Some(cache) = CACHE.get_if_built() else {
+        return 0;
+    };
     let mut freed = 0;
-    for (index, _) in SHELVES.iter().enumerate() {
+    for index in 0..MAX_INNER_PAGES {
         let inner_len = (index + 1) * memcall::page_size();
-        for region in std::mem::take(&mut *shelf(index)) {
-            CACHED_BYTES.fetch_sub(inner_len, Ordering::Relaxed);
+        for region in std::mem::take(&mut *shelf(cache, index)) {
+            cache.cached_bytes.fetch_sub(inner_len, Ordering::Relaxed);
             freed += inner_len;
             if let Err(e) = region.free() {
                 // Dropping still unmaps it.

@@ -35,7 +35,6 @@ pub struct GuardedRegion {
     region: Region,
     size: usize,
     inner_len: usize,
-    page: usize,
     locked: bool,
     /// Set once the canary has been checked: a retried destroy finds it wiped and must not check it again.
     canary_checked: bool,
@@ -75,14 +74,13 @@ impl GuardedRegion {
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or(Error::InvalidLength { len: size })?;
         if let Some(region) = super::pool::take(inner_len) {
-            return Self::from_cache(region, size, inner_len, page);
+            return Self::from_cache(region, size, inner_len);
         }
         let region = Region::alloc(total)?;
         let mut this = GuardedRegion {
             region,
             size,
             inner_len,
-            page,
             locked: false,
             canary_checked: false,
             canary_failed: false,
@@ -101,17 +99,11 @@ impl GuardedRegion {
     }
 
     /// A cached armed mapping (guards no-access, inner locked, read-write, zero): only the canary is new.
-    fn from_cache(
-        region: Region,
-        size: usize,
-        inner_len: usize,
-        page: usize,
-    ) -> Result<GuardedRegion> {
+    fn from_cache(region: Region, size: usize, inner_len: usize) -> Result<GuardedRegion> {
         let mut this = GuardedRegion {
             region,
             size,
             inner_len,
-            page,
             locked: true,
             canary_checked: false,
             canary_failed: false,
@@ -127,10 +119,10 @@ impl GuardedRegion {
     }
 
     fn lock_inner(&self) -> memcall::Result<()> {
-        match self.region.lock_range(self.page, self.inner_len) {
+        match self.region.lock_range(self.page(), self.inner_len) {
             // At the limit, caches of locked pages (this crate's and memcall's) give theirs back first.
             Err(e) if e.is_lock_limit() && memcall::pool::trim_all() > 0 => {
-                self.region.lock_range(self.page, self.inner_len)
+                self.region.lock_range(self.page(), self.inner_len)
             }
             other => other,
         }
@@ -147,9 +139,12 @@ impl GuardedRegion {
         }
         canary::plant(self.slack_mut())?;
         self.region
-            .protect_range(0, self.page, Protection::NoAccess)?;
-        self.region
-            .protect_range(self.page + self.inner_len, self.page, Protection::NoAccess)?;
+            .protect_range(0, self.page(), Protection::NoAccess)?;
+        self.region.protect_range(
+            self.page() + self.inner_len,
+            self.page(),
+            Protection::NoAccess,
+        )?;
         Ok(())
     }
 
@@ -162,8 +157,14 @@ impl GuardedRegion {
         // - `[page, page + inner_len - size)` lies inside the mapping and before the data;
         // - the inner pages are read-write and `&mut self` excludes every other slice of them (see above).
         unsafe {
-            std::slice::from_raw_parts_mut(self.region.as_ptr().add(self.page), self.canary_len())
+            std::slice::from_raw_parts_mut(self.region.as_ptr().add(self.page()), self.canary_len())
         }
+    }
+
+    /// Length of each guard page: the mapping is `[guard][inner][guard]` (derived rather than stored, which
+    /// keeps the handle, and every error that carries one, small).
+    fn page(&self) -> usize {
+        (self.region.len() - self.inner_len) / 2
     }
 
     /// Size of the data in bytes (at least 1).
@@ -188,7 +189,7 @@ impl GuardedRegion {
 
     /// Length of each guard page.
     pub fn guard_len(&self) -> usize {
-        self.page
+        self.page()
     }
 
     /// Length of the whole mapping: both guards and the inner pages.
@@ -201,7 +202,8 @@ impl GuardedRegion {
     /// # Errors
     /// [`Error::Memory`] when `mprotect` fails.
     pub fn protect(&self, prot: Protection) -> Result<()> {
-        self.region.protect_range(self.page, self.inner_len, prot)?;
+        self.region
+            .protect_range(self.page(), self.inner_len, prot)?;
         self.inner_no_access
             .store(prot == Protection::NoAccess, Ordering::Relaxed);
         Ok(())
@@ -213,7 +215,7 @@ impl GuardedRegion {
         unsafe {
             self.region
                 .as_ptr()
-                .add(self.page + self.inner_len - self.size)
+                .add(self.page() + self.inner_len - self.size)
         }
     }
 
@@ -260,7 +262,7 @@ impl GuardedRegion {
         //   just above, or never no-access);
         // - `&mut self` means nobody holds a slice of the region, so nobody writes it meanwhile.
         let slack = unsafe {
-            std::slice::from_raw_parts(self.region.as_ptr().add(self.page), self.canary_len())
+            std::slice::from_raw_parts(self.region.as_ptr().add(self.page()), self.canary_len())
         };
         self.canary_failed = !canary::intact(slack);
         self.canary_checked = true;
@@ -268,12 +270,19 @@ impl GuardedRegion {
     }
 
     /// Verifies the canary (constant time), then wipes the whole mapping and unmaps it (unmapping also unlocks
-    /// it). The inner pages are made readable first when they are no-access.
+    /// it). The inner pages are made readable first when they are no-access. In a forked child, a region made by
+    /// the parent is forgotten instead (it is not mapped there) and this succeeds.
     ///
     /// # Errors
     /// [`Error::CanaryCorrupted`] when the canary changed; the memory is wiped and freed all the same. Any other
     /// failure hands the region back inside the [`DestroyError`] so the call can be retried; nothing is leaked.
     pub fn destroy(self) -> Result<(), DestroyError> {
+        if self.region.is_forked() {
+            // A forked child holding its parent's region: the pages are not mapped here and the range may be the
+            // child's own memory. Nothing to check, wipe or unmap; dropping the handle forgets it.
+            drop(self);
+            return Ok(());
+        }
         if self.locked && !self.canary_checked && !memcall::fault_armed(memcall::Op::Protect) {
             return self.destroy_into_cache();
         }
@@ -294,7 +303,7 @@ impl GuardedRegion {
         // - the inner pages `[page, page + inner_len)` lie inside the mapping and are read-write (just above);
         // - `self` is owned here, so no slice of the region exists anywhere else.
         let inner = unsafe {
-            std::slice::from_raw_parts_mut(self.region.as_ptr().add(self.page), self.inner_len)
+            std::slice::from_raw_parts_mut(self.region.as_ptr().add(self.page()), self.inner_len)
         };
         self.canary_failed = !canary::intact(&inner[..self.inner_len - self.size]);
         self.canary_checked = true;
@@ -327,7 +336,6 @@ impl GuardedRegion {
             region,
             size,
             inner_len,
-            page,
             locked,
             inner_no_access,
             ..
@@ -345,7 +353,6 @@ impl GuardedRegion {
                     region: free.region,
                     size,
                     inner_len,
-                    page,
                     locked,
                     canary_checked: true,
                     canary_failed,

@@ -5,6 +5,8 @@
 //! without deadlocking.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use memcall::PerProcess;
 use std::time::{Duration, Instant};
 
 /// How long a purge waits for accesses in progress on other threads before it wipes their memory anyway.
@@ -62,26 +64,41 @@ struct Slab {
     live: usize,
 }
 
-static REGISTRY: Mutex<Slab> = Mutex::new(Slab {
-    slots: Vec::new(),
-    free: Vec::new(),
-    live: 0,
+/// The registry of one process. A forked child starts with an empty one ([`PerProcess`]): the parent's items
+/// are not the child's to purge (their pages are not mapped there), and the parent's lock may have been held by
+/// a thread that does not exist in the child.
+static REGISTRY: PerProcess<Mutex<Slab>> = PerProcess::new(|| {
+    Mutex::new(Slab {
+        slots: Vec::new(),
+        free: Vec::new(),
+        live: 0,
+    })
 });
 
-fn registry() -> MutexGuard<'static, Slab> {
+fn lock(slab: &Mutex<Slab>) -> MutexGuard<'_, Slab> {
     // The slab is consistent after every statement, so a panic elsewhere cannot leave it half-updated.
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+    slab.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn registry() -> MutexGuard<'static, Slab> {
+    lock(REGISTRY.get())
 }
 
 /// Keeps an item registered for [`purge`](crate::purge); deregisters it when dropped.
+///
+/// A registration made by a parent process and dropped in a forked child does nothing: its slot is in the
+/// parent's registry, which the child never touches, so it cannot free a slot of the child's own registry.
 #[must_use = "the item is deregistered when the Registration is dropped"]
 #[derive(Debug)]
 pub struct Registration {
     slot: usize,
+    /// [`memcall::fork_epoch`] when registered: the registry the slot belongs to.
+    epoch: u64,
 }
 
 /// Registers `item` so that [`purge`](crate::purge) reaches it while it is alive. O(1).
 pub fn register(item: Weak<dyn Purgeable>) -> Registration {
+    let epoch = memcall::fork_epoch();
     let mut slab = registry();
     slab.live += 1;
     let slot = match slab.free.pop() {
@@ -94,11 +111,15 @@ pub fn register(item: Weak<dyn Purgeable>) -> Registration {
             slab.slots.len() - 1
         }
     };
-    Registration { slot }
+    Registration { slot, epoch }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        if memcall::fork_epoch() != self.epoch {
+            // Registered by the parent: not in this process's registry.
+            return;
+        }
         let mut slab = registry();
         // Take the weak reference out and drop it after the lock is released: dropping the last weak of a
         // dead `Arc` frees its allocation, which must not run under the registry lock for no reason.
@@ -110,18 +131,23 @@ impl Drop for Registration {
     }
 }
 
-/// Strong references to every registered item still alive, taken under the lock and returned without it.
+/// Strong references to every item this process registered that is still alive, taken under the lock and
+/// returned without it. In a forked child, the parent's items are not among them.
 pub(crate) fn live_items() -> Vec<Arc<dyn Purgeable>> {
-    let slab = registry();
+    let Some(slab) = REGISTRY.get_if_built() else {
+        return Vec::new();
+    };
+    let slab = lock(slab);
     slab.slots
         .iter()
         .filter_map(|slot| slot.as_ref().and_then(Weak::upgrade))
         .collect()
 }
 
-/// How many items are registered now (live or not yet deregistered).
+/// How many items are registered now (live or not yet deregistered) in this process: a forked child does not
+/// count its parent's.
 pub fn registered_count() -> usize {
-    registry().live
+    REGISTRY.get_if_built().map_or(0, |slab| lock(slab).live)
 }
 
 #[cfg(test)]
@@ -178,5 +204,44 @@ mod tests {
             .collect();
         assert!(registry().slots.len() < before + 64);
         drop(regs);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_forked_child_sees_none_of_the_parents_items_and_their_registrations_leave_its_own_alone() {
+        let parent_item = Arc::new(Counter(AtomicUsize::new(0)));
+        let parent_reg = register(Arc::downgrade(&parent_item) as Weak<dyn Purgeable>);
+        // SAFETY: the child only uses the registry (std mutex and allocations, which glibc keeps usable after
+        // fork) and `_exit`s; nothing else in this test binary runs in it.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = (|| {
+                if registered_count() != 0 || !live_items().is_empty() {
+                    return false;
+                }
+                let own = Arc::new(Counter(AtomicUsize::new(0)));
+                let own_reg = register(Arc::downgrade(&own) as Weak<dyn Purgeable>);
+                // The parent's registration names a slot of the parent's registry, whose number may well be the
+                // child's own item's: dropping it must not free the child's slot.
+                drop(parent_reg);
+                let still_there = contains(&own) && registered_count() == 1;
+                for item in live_items() {
+                    item.purge(&PurgeRequest::new(PURGE_GRACE, false));
+                }
+                let purged_own_only =
+                    own.0.load(Ordering::SeqCst) == 1 && parent_item.0.load(Ordering::SeqCst) == 0;
+                drop(own_reg);
+                still_there && purged_own_only && registered_count() == 0
+            })();
+            // SAFETY: `_exit` is always safe; it skips the harness's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid out-parameter.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert!(contains(&parent_item), "the parent's registry is unchanged");
+        drop(parent_reg);
     }
 }
