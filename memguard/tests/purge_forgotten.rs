@@ -112,6 +112,9 @@ fn a_forgotten_guard_does_not_make_later_purges_skip_other_buffers() {
                 while held.bytes().is_ok() {
                     std::thread::yield_now();
                 }
+                // A little longer, so a purge that did not wait (treating this buffer as held by its own
+                // thread) would return while the buffer is still alive; well within the purge's grace.
+                std::thread::sleep(Duration::from_millis(50));
                 drop(guard);
             });
             while !holding.load(Ordering::SeqCst) {
