@@ -53,6 +53,12 @@ pub enum Error {
     Forked,
     /// Reading the source of a buffer failed.
     Io(io::Error),
+    /// The buffer's lock was still held after [`PURGE_GRACE`](crate::PURGE_GRACE) although no live guard can
+    /// hold it: a guard was leaked (`std::mem::forget`, `Box::leak`) or its thread never returns. From
+    /// [`LockedBuffer::destroy`](crate::LockedBuffer::destroy), the data was wiped in place and made no-access
+    /// (the leaked guard faults if used); its pages are released when the buffer is dropped, or never if the
+    /// guard was leaked for the life of the process.
+    StillAccessed,
 }
 
 impl fmt::Display for Error {
@@ -85,6 +91,10 @@ impl fmt::Display for Error {
                 "buffer belongs to the parent process; a forked child has no mapping for it",
             ),
             Error::Io(e) => write!(f, "reading the buffer's source failed: {e}"),
+            Error::StillAccessed => f.write_str(
+                "an access to the buffer never ended (a guard was leaked or its thread is stuck); the buffer \
+                 cannot be used any more",
+            ),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use memcall::Hardening;
 use subtle::ConstantTimeEq;
 
-use crate::core::access::{self, ReadGuard, Shared, WriteGuard};
+use crate::core::access::{ReadGuard, Shared, WriteGuard};
 use crate::core::region::{GuardedRegion, Locking};
 use crate::core::registry::{register, Purgeable, Registration};
 use crate::error::{Error, Result};
@@ -16,15 +16,30 @@ use crate::error::{Error, Result};
 ///
 /// Owned: dropping it destroys it (wipe, canary check, unlock, unmap; errors are logged), and
 /// [`destroy`](Self::destroy) does the same with the error returned. Every live buffer is registered, so
-/// [`purge`](crate::purge) wipes it; after that every access returns [`Error::Destroyed`].
+/// [`purge`](crate::purge) wipes it; after that every access returns [`Error::Destroyed`]. A constructor
+/// registers the buffer only once it is complete, so a purge running meanwhile never makes the constructor
+/// fail; such a buffer may survive that purge (it did not exist yet when the purge started).
 ///
 /// Bytes are reached through guards ([`bytes`](Self::bytes), [`bytes_mut`](Self::bytes_mut)) or closures
-/// ([`with_bytes`](Self::with_bytes)); a guard holds the buffer's lock, so the bytes cannot be freed, purged
-/// or written under it. Mutating methods take `&mut self`, so they can never wait on a guard of the same
-/// buffer.
+/// ([`with_bytes`](Self::with_bytes)); a guard holds the buffer's lock, so the bytes cannot be freed or written
+/// under it, and a purge waits for it (up to its deadline, see [`purge`](crate::purge)). Mutating methods take
+/// `&mut self`, so they can never wait on a live guard of the same buffer.
+///
+/// # Leaked guards
+/// Leaking a guard (`std::mem::forget`, `Box::leak`) is safe and never hangs anything: methods that need the
+/// buffer's lock give up after [`PURGE_GRACE`](crate::PURGE_GRACE) with [`Error::StillAccessed`] (flag
+/// queries then answer as for a destroyed buffer), [`destroy`](Self::destroy) also wipes the data in place,
+/// and dropping the buffer releases its pages at once. A purge treats the leaked guard as an access that
+/// never ends: on another thread it is waited for until the purge's deadline, then the data is wiped in place
+/// and made no-access under it (reading through the leaked guard faults). On the thread that leaked it, a
+/// purge cannot tell it from an access still in progress on that thread (a purge called inside
+/// [`with_bytes`](Self::with_bytes)), so it leaves the bytes for the access's end, which never comes: later
+/// accesses fail with [`Error::Destroyed`], and the bytes are wiped when the buffer is dropped or destroyed, or
+/// by the exit paths ([`safe_exit`](crate::safe_exit), caught signals), which wipe at once. Other buffers are
+/// not affected.
 pub struct LockedBuffer {
     shared: Arc<Shared>,
-    _registration: Registration,
+    registration: Option<Registration>,
 }
 
 impl fmt::Debug for LockedBuffer {
@@ -41,8 +56,9 @@ impl LockedBuffer {
     /// A mutable, zeroed buffer of `size` bytes, locked into RAM.
     ///
     /// # Errors
-    /// [`Error::InvalidLength`] for zero; [`Error::Memory`] when mapping or locking fails (the lock error names
-    /// the limit and how to raise it). No other buffer is touched: there is no process-wide purge on failure.
+    /// [`Error::InvalidLength`] for zero or a size too large to map; [`Error::Memory`] when mapping, locking or
+    /// protecting fails (the lock error names the limit and how to raise it); [`Error::Random`] when no canary
+    /// can be drawn. No other buffer is touched: there is no process-wide purge on failure.
     pub fn new(size: usize) -> Result<LockedBuffer> {
         LockedBuffer::with_locking(size, Locking::Required)
     }
@@ -52,43 +68,69 @@ impl LockedBuffer {
     /// # Errors
     /// As [`new`](Self::new).
     pub fn with_locking(size: usize, locking: Locking) -> Result<LockedBuffer> {
+        Ok(LockedBuffer::unregistered(size, locking)?.registered())
+    }
+
+    /// A buffer that [`purge`](crate::purge) does not reach yet: constructors fill it, then register it with
+    /// [`registered`](Self::registered), so a purge running meanwhile cannot destroy it half-built.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub(crate) fn unregistered(size: usize, locking: Locking) -> Result<LockedBuffer> {
         let region = GuardedRegion::new(size, locking)?;
-        let shared = Arc::new(Shared::new(region));
-        let weak: Weak<dyn Purgeable> = Arc::downgrade(&shared) as Weak<dyn Purgeable>;
         Ok(LockedBuffer {
-            _registration: register(weak),
-            shared,
+            shared: Arc::new(Shared::new(region)),
+            registration: None,
         })
+    }
+
+    /// Registers the buffer for [`purge`](crate::purge) (a no-op when it already is).
+    pub(crate) fn registered(mut self) -> LockedBuffer {
+        if self.registration.is_none() {
+            let weak: Weak<dyn Purgeable> = Arc::downgrade(&self.shared) as Weak<dyn Purgeable>;
+            self.registration = Some(register(weak));
+        }
+        self
     }
 
     /// A frozen buffer holding `src`, which is wiped (Go's `NewBufferFromBytes`, a move).
     ///
+    /// `src` is wiped only once the buffer is complete; on any error it still holds its bytes. The buffer is
+    /// registered for [`purge`](crate::purge) when complete, so a concurrent purge cannot make this fail.
+    ///
     /// # Errors
-    /// As [`new`](Self::new) (an empty `src` is [`Error::InvalidLength`]); `src` is left untouched on error.
+    /// As [`new`](Self::new) (an empty `src` is [`Error::InvalidLength`]); [`Error::Memory`] when the pages
+    /// cannot be made read-only. `src` is left untouched on error.
     pub fn from_bytes(src: &mut [u8]) -> Result<LockedBuffer> {
-        let mut buf = LockedBuffer::new(src.len())?;
-        buf.move_from(src)?;
+        let mut buf = LockedBuffer::unregistered(src.len(), Locking::Required)?;
+        buf.copy(src)?;
         buf.freeze()?;
+        let buf = buf.registered();
+        memcall::wipe_bytes(src);
         Ok(buf)
     }
 
-    /// A frozen buffer of `size` random bytes from the OS.
+    /// A frozen buffer of `size` random bytes from the OS. Registered for [`purge`](crate::purge) once
+    /// complete, so a concurrent purge cannot make this fail.
     ///
     /// # Errors
-    /// As [`new`](Self::new), plus [`Error::Random`].
+    /// As [`new`](Self::new); [`Error::Random`] when the OS generator fails; [`Error::Memory`] when the pages
+    /// cannot be made read-only.
     pub fn random(size: usize) -> Result<LockedBuffer> {
-        let mut buf = LockedBuffer::new(size)?;
+        let mut buf = LockedBuffer::unregistered(size, Locking::Required)?;
         buf.scramble()?;
         buf.freeze()?;
-        Ok(buf)
+        Ok(buf.registered())
     }
 
     /// Makes the data read-only. A no-op when already frozen.
     ///
     /// # Errors
-    /// [`Error::Destroyed`]; [`Error::Memory`] when `mprotect` fails (the state is unchanged then).
+    /// [`Error::Destroyed`] after destroy or purge; [`Error::Forked`] in a forked child; [`Error::Memory`]
+    /// when `mprotect` fails (the state is unchanged then); [`Error::StillAccessed`] when a leaked guard
+    /// holds the buffer.
     pub fn freeze(&mut self) -> Result<()> {
-        access::set_mutable(&mut self.shared.state_mut(), false)
+        self.shared.set_mutable(false)
     }
 
     /// Makes the data read-write. A no-op when already mutable.
@@ -96,14 +138,16 @@ impl LockedBuffer {
     /// # Errors
     /// As [`freeze`](Self::freeze).
     pub fn melt(&mut self) -> Result<()> {
-        access::set_mutable(&mut self.shared.state_mut(), true)
+        self.shared.set_mutable(true)
     }
 
     /// Read access to the bytes, held until the guard is dropped. The guard also offers typed views
     /// ([`as_array`](ReadGuard::as_array), [`as_u64s`](ReadGuard::as_u64s), ...).
     ///
     /// # Errors
-    /// [`Error::Destroyed`] after destroy or purge; [`Error::Forked`] in a forked child.
+    /// [`Error::Destroyed`] after destroy or purge (also while a purge is waiting for other accesses to end);
+    /// [`Error::Forked`] in a forked child; [`Error::StillAccessed`] when a leaked write guard holds the
+    /// buffer.
     pub fn bytes(&self) -> Result<ReadGuard<'_>> {
         self.shared.read()
     }
@@ -111,7 +155,8 @@ impl LockedBuffer {
     /// Write access to the bytes of a mutable buffer.
     ///
     /// # Errors
-    /// [`Error::Immutable`] when frozen; otherwise as [`bytes`](Self::bytes).
+    /// [`Error::Immutable`] when frozen; [`Error::StillAccessed`] when a leaked guard holds the buffer;
+    /// otherwise as [`bytes`](Self::bytes).
     pub fn bytes_mut(&mut self) -> Result<WriteGuard<'_>> {
         self.shared.write()
     }
@@ -210,9 +255,13 @@ impl LockedBuffer {
         Ok(())
     }
 
-    /// Size in bytes; 0 once destroyed.
+    /// Size in bytes; 0 once destroyed (and while a leaked write guard holds the buffer).
     pub fn size(&self) -> usize {
-        self.shared.state().region().map_or(0, GuardedRegion::len)
+        self.shared
+            .state()
+            .ok()
+            .and_then(|state| state.region().ok().map(GuardedRegion::len))
+            .unwrap_or(0)
     }
 
     /// Same as [`size`](Self::size).
@@ -227,30 +276,31 @@ impl LockedBuffer {
 
     /// True until destroyed or purged.
     pub fn is_alive(&self) -> bool {
-        self.shared.state().region().is_ok()
+        self.shared
+            .state()
+            .is_ok_and(|state| state.region().is_ok())
     }
 
     /// True when alive and writable (not frozen).
     pub fn is_mutable(&self) -> bool {
-        let state = self.shared.state();
-        state.region().is_ok() && state.mutable
+        self.shared
+            .state()
+            .is_ok_and(|state| state.region().is_ok() && state.mutable)
     }
 
     /// True when the data pages are locked into RAM (always, unless made with [`Locking::BestEffort`]).
     pub fn is_locked(&self) -> bool {
         self.shared
             .state()
-            .region()
-            .is_ok_and(GuardedRegion::is_locked)
+            .is_ok_and(|state| state.region().is_ok_and(GuardedRegion::is_locked))
     }
 
     /// Which per-region hardening took effect, while alive.
     pub fn hardening(&self) -> Option<Hardening> {
         self.shared
             .state()
-            .region()
             .ok()
-            .map(GuardedRegion::hardening)
+            .and_then(|state| state.region().ok().map(GuardedRegion::hardening))
     }
 
     /// Constant-time comparison with `other` (the lengths are not secret). A destroyed buffer equals nothing,
@@ -264,12 +314,17 @@ impl LockedBuffer {
     /// Wipes the data, verifies the canary, then unlocks and unmaps the pages. Idempotent. In a forked child it
     /// only forgets the buffer: the pages belong to the parent.
     ///
+    /// Waits at most [`PURGE_GRACE`](crate::PURGE_GRACE) for the buffer's lock, which only a leaked guard can
+    /// hold for longer.
+    ///
     /// # Errors
     /// [`Error::CanaryCorrupted`] when something wrote around the data (the pages are released anyway, and the
     /// buffer is dead); [`Error::Memory`] when a page operation fails, in which case the buffer stays alive and
-    /// `destroy` can be retried.
+    /// `destroy` can be retried; [`Error::StillAccessed`] when a leaked guard holds the buffer: the data is
+    /// then wiped in place and made no-access (the leaked guard faults if used), the buffer is dead, and its
+    /// pages are released when it is dropped.
     pub fn destroy(&mut self) -> Result<()> {
-        access::destroy(&mut self.shared.state_mut())
+        self.shared.destroy()
     }
 }
 
@@ -281,8 +336,8 @@ impl PartialEq<[u8]> for LockedBuffer {
 
 impl Drop for LockedBuffer {
     fn drop(&mut self) {
-        if let Err(err) = self.destroy() {
-            log::error!("destroying a dropped locked buffer failed: {err}");
-        }
+        // Never waits: a lock held now belongs to a leaked guard or a purge finishing the buffer, and the
+        // buffer's state releases the pages when its last owner lets go of it.
+        self.shared.release();
     }
 }

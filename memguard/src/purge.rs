@@ -7,12 +7,24 @@ use crate::core::{pool, registry};
 /// else registered itself (see [`register`](crate::register)). Existing [`Enclave`](crate::Enclave)s can no
 /// longer be opened afterwards, because the enclave key is destroyed too; a new key is made on next use.
 ///
-/// Items are purged outside the registry lock, so an item's `purge` may deregister itself. Buffers in use on
-/// another thread are wiped as soon as that use ends; buffers in use on the calling thread (purge called from
-/// inside an access closure) are wiped when the access ends.
-/// What a purge destroys is unmapped, not kept for reuse, and finally every cache of ready-made locked pages
-/// (this crate's and memcall's) is emptied, so the process holds no locked memory for buffers that no longer
-/// exist.
+/// Never hangs, whatever other threads do:
+/// - a buffer in use on another thread (a guard or an access closure) is waited for, for at most
+///   [`PURGE_GRACE`](crate::PURGE_GRACE) in total for the whole purge; a buffer still in use after that is
+///   wiped in place and made no-access under that use (reading through its guard then faults; the mapping is
+///   kept, so it can never show other memory) and released when the use ends. A guard leaked on another
+///   thread is such a use, and its pages stay mapped (no-access, wiped) for good;
+/// - a buffer in use on the calling thread (purge called from inside an access closure, or while holding a
+///   guard) is wiped when that access ends, since waiting for it here would never end. A guard leaked with
+///   `std::mem::forget` on this thread counts as such an access (see
+///   [`LockedBuffer`](crate::LockedBuffer#leaked-guards));
+/// - new accesses to a buffer are refused ([`Error::Destroyed`](crate::Error::Destroyed)) from the moment the
+///   purge reaches it.
+///
+/// Items are purged outside the registry lock, so an item's `purge` may deregister itself. What exists when
+/// the purge starts is purged; an item registered while it runs (say, a buffer a constructor completes
+/// meanwhile) may survive it. What a purge destroys is unmapped, not kept for reuse, and finally every cache
+/// of ready-made locked pages (this crate's and memcall's) is emptied, so the process holds no locked memory
+/// for buffers that no longer exist.
 pub fn purge() {
     purge_with(&PurgeRequest::new(PURGE_GRACE, false));
 }

@@ -181,18 +181,46 @@ fn from_reader_until_stops_at_the_delimiter_and_consumes_nothing_past_it() {
     let buf = LockedBuffer::from_reader_until(&mut src, b'\n').unwrap();
     assert!(buf.equal_to(b"secret"));
     assert_eq!(src.position(), 7);
-    let buf =
-        LockedBuffer::from_reader_until(Cursor::new(b"no delimiter".to_vec()), b'\n').unwrap();
-    assert!(buf.equal_to(b"no delimiter"));
     let err = LockedBuffer::from_reader_until(Cursor::new(b"\nx".to_vec()), b'\n').unwrap_err();
     assert!(matches!(err.error, Error::InvalidLength { len: 0 }));
+    assert!(!err.ended_early());
     let err = LockedBuffer::from_reader_until(Failing(b"ab".to_vec()), b'\n').unwrap_err();
-    assert!(matches!(err.error, Error::Io(_)));
+    assert!(matches!(err.error, Error::Io(ref e) if e.kind() == std::io::ErrorKind::Other));
+    assert!(!err.ended_early());
     assert!(err.partial.unwrap().equal_to(b"ab"));
     // Longer than a page: the scratch space grows.
-    let long: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut long: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    long.push(b'\n');
     let buf = LockedBuffer::from_reader_until(Cursor::new(long.clone()), b'\n').unwrap();
-    assert!(buf.equal_to(&long));
+    assert!(buf.equal_to(&long[..10_000]));
+}
+
+/// Go returns the bytes together with `io.EOF` when the input ends before the delimiter; here that is an
+/// `UnexpectedEof` error carrying the bytes, so "delimiter found" (`Ok`) and "input ended first" differ.
+#[test]
+fn from_reader_until_without_the_delimiter_returns_the_bytes_with_an_end_of_input_error() {
+    let err =
+        LockedBuffer::from_reader_until(Cursor::new(b"no delimiter".to_vec()), b'\n').unwrap_err();
+    assert!(err.ended_early());
+    assert!(matches!(err.error, Error::Io(ref e) if e.kind() == std::io::ErrorKind::UnexpectedEof));
+    let partial = err.partial.expect("the bytes read come with the error");
+    assert!(partial.equal_to(b"no delimiter"));
+    assert!(
+        !partial.is_mutable(),
+        "frozen like every constructor's result"
+    );
+    // Longer than a page, no delimiter: everything read, grown scratch space.
+    let long: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let err = LockedBuffer::from_reader_until(Cursor::new(long.clone()), b'\n').unwrap_err();
+    assert!(err.ended_early());
+    assert!(err.partial.unwrap().equal_to(&long));
+    // Empty input: ended before the delimiter, nothing read.
+    let err = LockedBuffer::from_reader_until(Cursor::new(Vec::new()), b'\n').unwrap_err();
+    assert!(err.ended_early());
+    assert!(err.partial.is_none());
+    // The delimiter as the last byte is found: `Ok`.
+    let buf = LockedBuffer::from_reader_until(Cursor::new(b"line\n".to_vec()), b'\n').unwrap();
+    assert!(buf.equal_to(b"line"));
 }
 
 #[test]

@@ -54,3 +54,97 @@ pub fn child_survived() -> ! {
     eprintln!("child scenario finished without the expected fault");
     std::process::exit(97)
 }
+
+/// How a child run with a time limit ended.
+pub struct Bounded {
+    /// Its output (status, stdout, stderr).
+    pub output: Output,
+    /// True when it ran past the limit and was killed (a hang).
+    pub timed_out: bool,
+}
+
+impl Bounded {
+    /// The child's end and output, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "child ended with {:?}{}\nstdout: {}\nstderr: {}",
+            self.output.status,
+            if self.timed_out {
+                " (killed at its time limit: it hung)"
+            } else {
+                ""
+            },
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
+    }
+
+    /// Asserts the child exited by itself with `code`.
+    #[track_caller]
+    pub fn assert_exit_code(&self, code: i32) {
+        assert!(
+            !self.timed_out && self.output.status.code() == Some(code),
+            "expected exit code {code}; {}",
+            self.describe()
+        );
+    }
+
+    /// Asserts the child was ended by one of `signals`.
+    #[track_caller]
+    pub fn assert_signal(&self, signals: &[i32]) {
+        let sig = signal_of(&self.output);
+        assert!(
+            !self.timed_out && sig.is_some_and(|s| signals.contains(&s)),
+            "expected one of the signals {signals:?}; {}",
+            self.describe()
+        );
+    }
+}
+
+/// As [`run_child`], but kills the child (SIGKILL) once it has run for `limit`: a hang shows as a failed test,
+/// not a stuck run.
+pub fn run_child_bounded(test: &str, scenario: &str, limit: std::time::Duration) -> Bounded {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::Instant;
+    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(SCENARIO_VAR, scenario)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn child test process");
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            text
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait for the killed child");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Bounded {
+        output: Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        },
+        timed_out,
+    }
+}
