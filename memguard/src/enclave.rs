@@ -160,7 +160,7 @@ impl Enclave {
         }
         let ciphertext = seal_with(|c| c.seal_in_place(nonce, ad, src))?;
         crate::util::wipe_bytes(src);
-        Ok(Enclave::from_parts(ciphertext, id))
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
     /// Encrypts a copy of `plaintext` under `ad`, which is left as is.
@@ -174,10 +174,10 @@ impl Enclave {
             return Err(Error::InvalidLength { len: 0 });
         }
         let ciphertext = seal_with(|c| c.seal_copy(nonce, ad, plaintext))?;
-        Ok(Enclave::from_parts(ciphertext, id))
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
-    fn from_parts(ciphertext: Vec<u8>, id: [u8; ID_LEN]) -> Enclave {
+    fn from_parts_unchecked(ciphertext: Vec<u8>, id: [u8; ID_LEN]) -> Enclave {
         Enclave {
             ciphertext,
             id,
@@ -195,7 +195,7 @@ impl Enclave {
             seal_with(|c| c.seal_in_place(&nonce, &ad, &mut data))?
         };
         buffer.destroy()?;
-        Ok(Enclave::from_parts(ciphertext, id))
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
     /// An enclave of `size` random bytes, made without the bytes ever leaving locked memory in the clear.
@@ -269,6 +269,37 @@ impl Enclave {
     /// Mutable access to the raw ciphertext. Changing it makes [`open`](Self::open) fail.
     pub fn ciphertext_mut(&mut self) -> &mut [u8] {
         &mut self.ciphertext
+    }
+
+    /// The identity the ciphertext is bound to, to rebuild the enclave elsewhere with
+    /// [`from_parts`](Self::from_parts) (for tests that look for the key in a memory image).
+    #[doc(hidden)]
+    pub fn id(&self) -> [u8; ID_LEN] {
+        self.id
+    }
+
+    /// An enclave from a ciphertext and the identity it was bound to (for tests; it opens only under this
+    /// process's key, and only if the ciphertext was made for that identity).
+    #[doc(hidden)]
+    pub fn from_parts(ciphertext: Vec<u8>, id: [u8; ID_LEN]) -> Result<Enclave> {
+        if ciphertext.len() <= OVERHEAD {
+            return Err(Error::InvalidLength {
+                len: ciphertext.len(),
+            });
+        }
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
+    }
+
+    /// An enclave sealed under `key` instead of the enclave key (for tests: a control that a scan for keys
+    /// in a memory image does find a key that is there).
+    #[doc(hidden)]
+    pub fn sealed_with_key(key: &[u8; 32], plaintext: &[u8]) -> Result<Enclave> {
+        if plaintext.is_empty() {
+            return Err(Error::InvalidLength { len: 0 });
+        }
+        let (id, nonce) = fresh_id_and_nonce()?;
+        let ciphertext = Cipher::new(key).seal_copy(&nonce, &enclave_ad(&id), plaintext)?;
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
     /// Whether `key` opens this enclave (decrypting a throwaway copy). For tests that look for copies of the
