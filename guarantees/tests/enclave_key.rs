@@ -11,6 +11,9 @@
 //!   ordinary memory through `/proc/self/mem` (every readable and writable mapping that is not excluded from
 //!   core dumps, which are the library's protected pages) and no window opens its enclave; the control key is
 //!   found.
+//! - `Stream::write_from`: a marker held in a locked buffer and moved into a stream, then read back into
+//!   locked buffers, is found only in no-dump (protected) mappings at every step, and nowhere once they are
+//!   dropped.
 #![cfg(target_os = "linux")]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -252,11 +255,77 @@ fn no_window_of_live_ordinary_memory_opens_an_enclave_during_10000_seals() {
     outcome.assert_success();
 }
 
+const MARKER_VAR: &str = "GUARANTEES_STREAM_MARKER";
+
+/// Where each marker was found: every hit must be in a mapping flagged no-dump (the library's protected
+/// pages), and there must be at least one.
+fn assert_only_in_protected_pages(set: &core_file::MarkerSet, when: &str) -> Outcome {
+    let hits = proc_stats::scan_own_memory(set);
+    if hits.is_empty() {
+        return Err(format!(
+            "{when}: the marker is nowhere, not even in its buffer: the scan is broken"
+        )
+        .into());
+    }
+    for (_, m) in &hits {
+        let flags = proc_stats::mapping_flags_at(m.start)
+            .map(|(_, f)| f)
+            .unwrap_or_default();
+        if !flags.iter().any(|f| f == "dd") {
+            return Err(
+                format!("{when}: the marker is in ordinary memory: {m:?} {flags:?}").into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Child: a marker decoded straight into a locked buffer, moved into a stream with `write_from`, read back
+/// with `next` and `flush_buffer`: at each step the marker is only in protected pages.
+fn stream_from_locked_buffer() -> Outcome {
+    let hex = std::env::var(MARKER_VAR)?;
+    let set = core_file::MarkerSet::from_hex(&[hex.as_str()]);
+    let len = 3 * memguard::stream_chunk_size() + 100;
+    let mut source = memguard::LockedBuffer::new(len)?;
+    {
+        let mut bytes = source.bytes_mut()?;
+        // The marker in every chunk, and across the boundary of the first two.
+        for at in [
+            0,
+            memguard::stream_chunk_size() - 16,
+            2 * memguard::stream_chunk_size() + 50,
+        ] {
+            core_file::decode_hex_into(&hex, &mut bytes[at..at + 32]);
+        }
+    }
+    let mut stream = memguard::Stream::new();
+    stream.write_from(&source)?;
+    assert_only_in_protected_pages(&set, "after write_from")?;
+    let first = stream.next()?.ok_or("no first chunk")?;
+    let rest = stream.flush_buffer()?;
+    assert_only_in_protected_pages(&set, "after next and flush_buffer")?;
+    drop((first, rest, source));
+    if !proc_stats::scan_own_memory(&set).is_empty() {
+        return Err("the marker survived the buffers".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn write_from_moves_a_locked_buffer_into_a_stream_without_an_ordinary_copy() {
+    guarantees::run_child("stream_from_locked_buffer")
+        .env(MARKER_VAR, core_file::random_hex(32))
+        .timeout(Duration::from_secs(120))
+        .run()
+        .assert_success();
+}
+
 #[test]
 fn child_entry() {
     const SCENARIOS: &[(&str, guarantees::Scenario)] = &[
         ("seal_and_abort", seal_and_abort),
         ("scan_while_sealing", scan_while_sealing),
+        ("stream_from_locked_buffer", stream_from_locked_buffer),
     ];
     guarantees::dispatch(SCENARIOS);
 }

@@ -40,7 +40,6 @@ pub(crate) fn clear_vector_registers() {
     imp::clear_registers();
 }
 
-
 #[cfg(all(unix, any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod imp {
     use std::any::Any;
@@ -130,7 +129,12 @@ mod imp {
             //   `Stack`, which no thread runs on now (`run` has switched back);
             // - `&mut self` excludes any other reference to it.
             let area = unsafe { std::slice::from_raw_parts_mut(base, words) };
-            let first = area.iter().position(|&w| w != 0).unwrap_or(words);
+            // Blocks of 64 bytes OR-reduced: the compiler vectorises this, so finding the used part costs a
+            // fraction of a microsecond even for an operation that used little of the stack.
+            let first = area
+                .chunks_exact(8)
+                .position(|block| block.iter().fold(0, |acc, &w| acc | w) != 0)
+                .map_or(words - words % 8, |block| block * 8);
             let used = &mut area[first..];
             for w in used.iter_mut() {
                 // SAFETY: `w` is a valid, aligned, exclusive `u64` of the slice above.
