@@ -311,3 +311,50 @@ fn a_user_coffer_is_destroyed_by_purge_even_from_inside_with_key() {
         },
     );
 }
+
+/// An open racing purges either succeeds or fails with `DecryptionFailed` (never `Destroyed`), and a seal
+/// racing them succeeds under whichever key is current.
+#[test]
+fn open_and_seal_racing_purge_give_only_documented_outcomes() {
+    alone(
+        "open_and_seal_racing_purge_give_only_documented_outcomes",
+        || {
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let (mut opened, mut failed) = (0usize, 0usize);
+                        while !stop.load(Ordering::Relaxed) {
+                            let enclave = Enclave::new(&mut [4u8; 48]).expect("seal");
+                            for _ in 0..5 {
+                                match enclave.open() {
+                                    Ok(buf) => {
+                                        // A purge may reach the new buffer right after it is returned.
+                                        assert!(buf.equal_to(&[4u8; 48]) || !buf.is_alive());
+                                        opened += 1;
+                                    }
+                                    Err(Error::DecryptionFailed) => failed += 1,
+                                    Err(other) => panic!("undocumented error {other:?}"),
+                                }
+                            }
+                        }
+                        (opened, failed)
+                    })
+                })
+                .collect();
+            for _ in 0..200 {
+                memguard::purge();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            stop.store(true, Ordering::Relaxed);
+            let (mut opened, mut failed) = (0, 0);
+            for w in workers {
+                let (o, f) = w.join().unwrap();
+                opened += o;
+                failed += f;
+            }
+            assert!(opened > 0 && failed > 0, "opened {opened}, failed {failed}");
+        },
+    );
+}
