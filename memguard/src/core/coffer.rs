@@ -264,7 +264,8 @@ impl Coffer {
     /// faults on its guard page) and `f` runs there too; the used part of that stack is wiped afterwards and
     /// the registers are cleared before this returns. Keep `f` short and return nothing derived from the key
     /// (the return value is copied to ordinary memory). The coffer is not locked while `f` runs, so `f` may
-    /// call other methods of the coffer, or [`purge`](crate::purge).
+    /// call other methods of the coffer, or [`purge`](crate::purge). Do not `fork()` inside `f`: the private
+    /// stack is not inherited, so the child would have no stack to run on.
     ///
     /// # Errors
     /// [`Error::Destroyed`] after [`destroy`](Self::destroy) or a purge; [`Error::Forked`] in a forked child;
