@@ -44,13 +44,19 @@ fn with_cipher<R>(f: impl FnOnce(&Cipher) -> R) -> Result<R> {
     current_key()?.with_cipher(f)
 }
 
-/// Seals with the current key; a purge racing the seal (the key destroyed under it) makes it retry once with
-/// the next key.
+/// How often a seal retries when purges keep destroying the key under it.
+const SEAL_TRIES: usize = 64;
+
+/// Seals with the current key; a purge racing the seal (the key destroyed under it, before `f` ran) makes it
+/// retry with the next key, up to [`SEAL_TRIES`] times.
 fn seal_with<R>(mut f: impl FnMut(&Cipher) -> Result<R>) -> Result<R> {
-    match with_cipher(&mut f) {
-        Err(Error::Destroyed) => with_cipher(f)?,
-        other => other?,
+    for _ in 1..SEAL_TRIES {
+        match with_cipher(&mut f) {
+            Err(Error::Destroyed) => continue,
+            other => return other?,
+        }
     }
+    with_cipher(f)?
 }
 
 /// Destroys the enclave key (stopping its rekeying); existing enclaves can no longer be opened. In a forked
@@ -141,8 +147,9 @@ impl Enclave {
     ///
     /// # Errors
     /// [`Error::InvalidLength`] for an empty `src`; [`Error::Memory`] when the key or a private stack cannot
-    /// be made; [`Error::Io`] when the key's rekeying thread cannot be started; [`Error::Random`]. `src` is
-    /// left untouched on error.
+    /// be made; [`Error::Io`] when the key's rekeying thread cannot be started; [`Error::Random`];
+    /// [`Error::Destroyed`] when purges on other threads destroyed the key under 64 attempts in a row. `src`
+    /// is left untouched on error.
     pub fn new(src: &mut [u8]) -> Result<Enclave> {
         let (id, nonce) = fresh_id_and_nonce()?;
         Self::new_bound(src, id, &enclave_ad(&id), &nonce)
@@ -323,7 +330,8 @@ impl LockedBuffer {
     /// place inside the buffer, never copied out.
     ///
     /// # Errors
-    /// [`Error::Destroyed`] (also when a purge destroys the buffer meanwhile); [`Error::Memory`] when melting or
+    /// [`Error::Destroyed`] (also when a purge destroys the buffer meanwhile, or the key under 64 attempts in a
+    /// row); [`Error::Memory`] when melting or
     /// destroying fails, or the key or a private stack cannot be made; [`Error::Io`] when the key's rekeying
     /// thread cannot be started; [`Error::Random`]; [`Error::Forked`] for a buffer made by a parent process.
     pub fn seal(self) -> Result<Enclave> {

@@ -361,3 +361,29 @@ fn open_and_seal_racing_purge_give_only_documented_outcomes() {
         },
     );
 }
+
+fn deep(n: u64) -> u64 {
+    let frame = [n as u8; 512];
+    std::hint::black_box(&frame);
+    if n > 10_000_000 {
+        return 0;
+    }
+    deep(n + 1).wrapping_add(u64::from(frame[7]))
+}
+
+/// Running off the end of the private stack hits its guard page: a fault, not a silent write into whatever
+/// lies below.
+#[test]
+fn overflowing_the_private_stack_faults_on_its_guard_page() {
+    if common::scenario().as_deref() == Some("overflow") {
+        let coffer = Coffer::new().unwrap();
+        let out = coffer.with_key(|_| deep(0)).unwrap();
+        std::hint::black_box(out);
+        common::child_survived();
+    }
+    let out = common::run_child(
+        "overflowing_the_private_stack_faults_on_its_guard_page",
+        "overflow",
+    );
+    common::assert_faulted(&out);
+}
