@@ -1,38 +1,66 @@
 //! [`Enclave`]: a secret encrypted in ordinary memory under the process-wide enclave key.
 
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::core::coffer::{Coffer, REKEY_INTERVAL};
-use crate::core::crypto::{Cipher, OVERHEAD as CIPHER_OVERHEAD};
+use crate::core::crypto::{Cipher, NONCE_LEN, OVERHEAD as CIPHER_OVERHEAD};
+use crate::core::per_process::PerProcess;
 use crate::error::{Error, Result};
 use crate::locked_buffer::LockedBuffer;
 
 /// Bytes an enclave's ciphertext has beyond its plaintext: a 24-byte nonce and a 16-byte tag (as in Go).
 pub const OVERHEAD: usize = CIPHER_OVERHEAD;
 
-/// The enclave key, created on first use, destroyed by `purge`.
-static KEY: Mutex<Option<Coffer>> = Mutex::new(None);
+/// Length of an enclave's identity (associated data of its ciphertext).
+pub(crate) const ID_LEN: usize = 16;
 
-fn key() -> MutexGuard<'static, Option<Coffer>> {
-    KEY.lock().unwrap_or_else(PoisonError::into_inner)
+/// The enclave key of this process: made on first use, destroyed by `purge`, and owned by the process that
+/// made it (a forked child starts without one and never touches the parent's).
+static KEY: PerProcess<Mutex<Option<Arc<Coffer>>>> = PerProcess::new(|| Mutex::new(None));
+
+fn key() -> MutexGuard<'static, Option<Arc<Coffer>>> {
+    KEY.get().lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A cipher under the current enclave key, making the key (and starting its rekeying) if there is none.
-fn cipher() -> Result<Cipher> {
+/// The current enclave key, making it (and starting its rekeying) if there is none.
+fn current_key() -> Result<Arc<Coffer>> {
     let mut key = key();
-    let coffer = match &mut *key {
-        Some(coffer) if !coffer.is_destroyed() => coffer,
-        slot => {
-            let coffer = Coffer::new()?;
+    match &*key {
+        Some(coffer) if !coffer.is_destroyed() => Ok(Arc::clone(coffer)),
+        _ => {
+            let coffer = Coffer::unregistered()?;
             coffer.start_rekeying(REKEY_INTERVAL)?;
-            slot.insert(coffer)
+            let coffer = Arc::new(coffer);
+            *key = Some(Arc::clone(&coffer));
+            Ok(coffer)
         }
-    };
-    coffer.with_key(Cipher::new)
+    }
 }
 
-/// Destroys the enclave key (stopping its rekeying); existing enclaves can no longer be opened.
+/// Runs `f` with a cipher under the enclave key, on the private stack. A purge that destroys the key under
+/// it shows as [`Error::Destroyed`].
+fn with_cipher<R>(f: impl FnOnce(&Cipher) -> R) -> Result<R> {
+    current_key()?.with_cipher(f)
+}
+
+/// How often a seal retries when purges keep destroying the key under it.
+const SEAL_TRIES: usize = 64;
+
+/// Seals with the current key; a purge racing the seal (the key destroyed under it, before `f` ran) makes it
+/// retry with the next key, up to [`SEAL_TRIES`] times.
+fn seal_with<R>(mut f: impl FnMut(&Cipher) -> Result<R>) -> Result<R> {
+    for _ in 1..SEAL_TRIES {
+        match with_cipher(&mut f) {
+            Err(Error::Destroyed) => continue,
+            other => return other?,
+        }
+    }
+    with_cipher(f)?
+}
+
+/// Destroys the enclave key (stopping its rekeying); existing enclaves can no longer be opened. In a forked
+/// child the parent's key is not touched (see [`PerProcess`]).
 pub(crate) fn destroy_key() {
     let coffer = key().take();
     if let Some(coffer) = coffer {
@@ -45,23 +73,24 @@ pub(crate) fn destroy_key() {
 /// Re-splits the enclave key now (the background thread does it every 500 ms). Creates the key if none exists.
 ///
 /// # Errors
-/// As [`Enclave::new`].
+/// [`Error::Memory`] when the key or a private stack cannot be made; [`Error::Random`]; [`Error::Io`] when
+/// the rekeying thread cannot be started; [`Error::Destroyed`] when a purge destroyed the key meanwhile.
 pub fn rekey() -> Result<()> {
-    drop(cipher()?);
-    key().as_ref().ok_or(Error::Destroyed)?.rekey()
+    current_key()?.rekey()
 }
 
 /// Stops the enclave key's rekeying thread and waits for it; the key itself stays usable. A key made after
 /// the next [`purge`](crate::purge) starts a new thread.
 pub fn stop_rekeying() {
-    if let Some(coffer) = key().as_ref() {
+    let coffer = key().clone();
+    if let Some(coffer) = coffer {
         coffer.stop_rekeying();
     }
 }
 
-/// True while the enclave key exists and its rekeying thread runs.
+/// True while this process's enclave key exists and its rekeying thread runs.
 pub fn is_rekeying() -> bool {
-    key().as_ref().is_some_and(Coffer::is_rekeying)
+    key().as_ref().is_some_and(|c| c.is_rekeying())
 }
 
 /// A secret encrypted (XChaCha20-Poly1305) under the process-wide enclave key, kept in ordinary memory.
@@ -69,9 +98,21 @@ pub fn is_rekeying() -> bool {
 /// Cheap to hold in bulk: only the key is in locked memory. [`open`](Self::open) decrypts into a new frozen
 /// [`LockedBuffer`]. After [`purge`](crate::purge) the key is gone and opening fails with
 /// [`Error::DecryptionFailed`].
+///
+/// The key is assembled, and the cipher runs, only on a private stack in locked, no-dump, no-fork pages that
+/// is wiped after each seal or open (x86_64 and aarch64 Unix; elsewhere on the calling thread's stack, see the
+/// crate docs). Each ciphertext is bound to its enclave: its associated data is a random 16-byte identity
+/// fixed when the enclave is made (clones share it), so another enclave's ciphertext copied in through
+/// [`ciphertext_mut`](Self::ciphertext_mut) does not open.
+///
+/// # Fork
+/// The enclave key belongs to the process that made it. In a forked child, opening an enclave made by the
+/// parent fails with [`Error::Forked`]; enclaves made in the child use a fresh key of its own.
 #[derive(Clone)]
 pub struct Enclave {
     ciphertext: Vec<u8>,
+    id: [u8; ID_LEN],
+    epoch: u64,
 }
 
 impl fmt::Debug for Enclave {
@@ -82,44 +123,92 @@ impl fmt::Debug for Enclave {
     }
 }
 
+/// Associated data of a standalone enclave: a domain byte and its identity.
+fn enclave_ad(id: &[u8; ID_LEN]) -> [u8; 1 + ID_LEN] {
+    let mut ad = [0u8; 1 + ID_LEN];
+    ad[0] = b'E';
+    ad[1..].copy_from_slice(id);
+    ad
+}
+
+/// A fresh identity and nonce, from one call to the OS generator.
+fn fresh_id_and_nonce() -> Result<([u8; ID_LEN], [u8; NONCE_LEN])> {
+    let mut bytes = [0u8; ID_LEN + NONCE_LEN];
+    getrandom::fill(&mut bytes)?;
+    let mut id = [0u8; ID_LEN];
+    let mut nonce = [0u8; NONCE_LEN];
+    id.copy_from_slice(&bytes[..ID_LEN]);
+    nonce.copy_from_slice(&bytes[ID_LEN..]);
+    Ok((id, nonce))
+}
+
 impl Enclave {
     /// Encrypts `src` (in place, so no plaintext copy is made) and wipes it.
     ///
     /// # Errors
-    /// [`Error::InvalidLength`] for an empty `src`; [`Error::Memory`] when the key cannot be made;
-    /// [`Error::Random`]. `src` is left untouched on error.
+    /// [`Error::InvalidLength`] for an empty `src`; [`Error::Memory`] when the key or a private stack cannot
+    /// be made; [`Error::Io`] when the key's rekeying thread cannot be started; [`Error::Random`];
+    /// [`Error::Destroyed`] when purges on other threads destroyed the key under 64 attempts in a row. `src`
+    /// is left untouched on error.
     pub fn new(src: &mut [u8]) -> Result<Enclave> {
+        let (id, nonce) = fresh_id_and_nonce()?;
+        Self::new_bound(src, id, &enclave_ad(&id), &nonce)
+    }
+
+    /// Encrypts `src` in place under `ad` and wipes it (stream chunks pass their own binding).
+    pub(crate) fn new_bound(
+        src: &mut [u8],
+        id: [u8; ID_LEN],
+        ad: &[u8],
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<Enclave> {
         if src.is_empty() {
             return Err(Error::InvalidLength { len: 0 });
         }
-        let ciphertext = cipher()?.seal_in_place(src)?;
+        let ciphertext = seal_with(|c| c.seal_in_place(nonce, ad, src))?;
         crate::util::wipe_bytes(src);
-        Ok(Enclave { ciphertext })
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
-    /// Encrypts a copy of `plaintext`, which is left as is.
-    pub(crate) fn from_copy(plaintext: &[u8]) -> Result<Enclave> {
+    /// Encrypts a copy of `plaintext` under `ad`, which is left as is.
+    pub(crate) fn from_copy_bound(
+        plaintext: &[u8],
+        id: [u8; ID_LEN],
+        ad: &[u8],
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<Enclave> {
         if plaintext.is_empty() {
             return Err(Error::InvalidLength { len: 0 });
         }
-        Ok(Enclave {
-            ciphertext: cipher()?.seal_copy(plaintext)?,
-        })
+        let ciphertext = seal_with(|c| c.seal_copy(nonce, ad, plaintext))?;
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
+    }
+
+    fn from_parts_unchecked(ciphertext: Vec<u8>, id: [u8; ID_LEN]) -> Enclave {
+        Enclave {
+            ciphertext,
+            id,
+            epoch: memcall::fork_epoch(),
+        }
     }
 
     /// Encrypts the contents of `buffer` in place and destroys it (Go's `Seal`).
     pub(crate) fn seal(mut buffer: LockedBuffer) -> Result<Enclave> {
-        let cipher = cipher()?;
+        let (id, nonce) = fresh_id_and_nonce()?;
+        let ad = enclave_ad(&id);
         buffer.melt()?;
-        let ciphertext = cipher.seal_in_place(&mut buffer.bytes_mut()?)?;
+        let ciphertext = {
+            let mut data = buffer.bytes_mut()?;
+            seal_with(|c| c.seal_in_place(&nonce, &ad, &mut data))?
+        };
         buffer.destroy()?;
-        Ok(Enclave { ciphertext })
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
     /// An enclave of `size` random bytes, made without the bytes ever leaving locked memory in the clear.
     ///
     /// # Errors
-    /// As [`LockedBuffer::random`] and [`Enclave::new`].
+    /// As [`LockedBuffer::random`] and [`LockedBuffer::seal`].
     pub fn random(size: usize) -> Result<Enclave> {
         LockedBuffer::random(size)?.seal()
     }
@@ -128,24 +217,50 @@ impl Enclave {
     /// ciphertext is copied into the new buffer and decrypted there in place.
     ///
     /// # Errors
-    /// [`Error::DecryptionFailed`] when the ciphertext was altered or the key changed (after a purge); the new
-    /// buffer is destroyed then, nothing is leaked. [`Error::Memory`] when the buffer cannot be allocated.
+    /// - [`Error::DecryptionFailed`] when the ciphertext was altered or replaced (another enclave's ciphertext
+    ///   does not open here), or the key changed: after a [`purge`](crate::purge), including one that ran
+    ///   while this call was in progress (it either succeeds, or fails with this error);
+    /// - [`Error::Forked`] in a forked child for an enclave made by the parent;
+    /// - [`Error::Memory`] when the buffer or a private stack cannot be allocated.
+    ///
+    /// The new buffer is destroyed on error, nothing is leaked.
     pub fn open(&self) -> Result<LockedBuffer> {
         let mut buffer = self.open_mutable()?;
-        buffer.freeze()?;
+        buffer.freeze().map_err(purged_as_failed)?;
         Ok(buffer)
     }
 
     /// As [`open`](Self::open), leaving the buffer mutable.
     pub(crate) fn open_mutable(&self) -> Result<LockedBuffer> {
+        self.open_mutable_bound(&enclave_ad(&self.id))
+    }
+
+    /// As [`open_mutable`](Self::open_mutable) with explicit associated data.
+    pub(crate) fn open_mutable_bound(&self, ad: &[u8]) -> Result<LockedBuffer> {
+        self.check_epoch()?;
         let mut buffer = LockedBuffer::new(self.size())?;
-        self.open_into(&mut buffer.bytes_mut()?)?;
+        self.open_into_bound(ad, &mut buffer.bytes_mut().map_err(purged_as_failed)?)?;
         Ok(buffer)
     }
 
-    /// Decrypts into `out`, which must be exactly [`size`](Self::size) bytes; wiped on failure.
-    pub(crate) fn open_into(&self, out: &mut [u8]) -> Result<()> {
-        cipher()?.open_into(&self.ciphertext, out)
+    fn check_epoch(&self) -> Result<()> {
+        if memcall::fork_epoch() != self.epoch {
+            return Err(Error::Forked);
+        }
+        Ok(())
+    }
+
+    /// Decrypts into `out` under `ad`; `out` must be exactly [`size`](Self::size) bytes and is wiped on
+    /// failure.
+    pub(crate) fn open_into_bound(&self, ad: &[u8], out: &mut [u8]) -> Result<()> {
+        self.check_epoch()?;
+        let opened = with_cipher(|c| c.open_into(ad, &self.ciphertext, out));
+        match opened {
+            Ok(res) => res,
+            // The key was destroyed by a purge while this ran: the enclave can never be opened again.
+            Err(Error::Destroyed) => Err(Error::DecryptionFailed),
+            Err(err) => Err(err),
+        }
     }
 
     /// Size of the plaintext in bytes.
@@ -162,6 +277,52 @@ impl Enclave {
     pub fn ciphertext_mut(&mut self) -> &mut [u8] {
         &mut self.ciphertext
     }
+
+    /// The identity the ciphertext is bound to, to rebuild the enclave elsewhere with
+    /// [`from_parts`](Self::from_parts) (for tests that look for the key in a memory image).
+    #[doc(hidden)]
+    pub fn id(&self) -> [u8; ID_LEN] {
+        self.id
+    }
+
+    /// An enclave from a ciphertext and the identity it was bound to (for tests; it opens only under this
+    /// process's key, and only if the ciphertext was made for that identity).
+    #[doc(hidden)]
+    pub fn from_parts(ciphertext: Vec<u8>, id: [u8; ID_LEN]) -> Result<Enclave> {
+        if ciphertext.len() <= OVERHEAD {
+            return Err(Error::InvalidLength {
+                len: ciphertext.len(),
+            });
+        }
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
+    }
+
+    /// An enclave sealed under `key` instead of the enclave key (for tests: a control that a scan for keys
+    /// in a memory image does find a key that is there).
+    #[doc(hidden)]
+    pub fn sealed_with_key(key: &[u8; 32], plaintext: &[u8]) -> Result<Enclave> {
+        if plaintext.is_empty() {
+            return Err(Error::InvalidLength { len: 0 });
+        }
+        let (id, nonce) = fresh_id_and_nonce()?;
+        let ciphertext = Cipher::new(key).seal_copy(&nonce, &enclave_ad(&id), plaintext)?;
+        Ok(Enclave::from_parts_unchecked(ciphertext, id))
+    }
+
+    /// Whether `key` opens this enclave (decrypting a throwaway copy). For tests that look for copies of the
+    /// enclave key in memory: try every 32-byte window of a memory image as `key`.
+    #[doc(hidden)]
+    pub fn opens_with_key(&self, key: &[u8; 32]) -> bool {
+        crate::core::crypto::key_opens(key, &enclave_ad(&self.id), &self.ciphertext)
+    }
+}
+
+/// A purge that destroys a buffer being filled by an open means the enclave key is gone too.
+fn purged_as_failed(err: Error) -> Error {
+    match err {
+        Error::Destroyed => Error::DecryptionFailed,
+        other => other,
+    }
 }
 
 impl LockedBuffer {
@@ -169,17 +330,22 @@ impl LockedBuffer {
     /// place inside the buffer, never copied out.
     ///
     /// # Errors
-    /// [`Error::Destroyed`]; [`Error::Memory`] when melting or destroying fails; [`Error::Random`].
+    /// [`Error::Destroyed`] (also when a purge destroys the buffer meanwhile, or the key under 64 attempts in a
+    /// row); [`Error::Memory`] when melting or
+    /// destroying fails, or the key or a private stack cannot be made; [`Error::Io`] when the key's rekeying
+    /// thread cannot be started; [`Error::Random`]; [`Error::Forked`] for a buffer made by a parent process.
     pub fn seal(self) -> Result<Enclave> {
         Enclave::seal(self)
     }
 }
 
 impl Coffer {
-    /// A copy of the key in a new mutable [`LockedBuffer`] (Go's `Coffer.View`); destroy it when done.
+    /// A copy of the key in a new mutable [`LockedBuffer`] (Go's `Coffer.View`); destroy it when done. The
+    /// copy is made on the private stack (see [`with_key`](Self::with_key)).
     ///
     /// # Errors
-    /// [`Error::Destroyed`] after [`Coffer::destroy`]; [`Error::Memory`] when the buffer cannot be made.
+    /// [`Error::Destroyed`] after [`Coffer::destroy`] or a purge; [`Error::Forked`] in a forked child;
+    /// [`Error::Memory`] when the buffer or a private stack cannot be made.
     pub fn view(&self) -> Result<LockedBuffer> {
         let mut view = LockedBuffer::new(crate::core::crypto::KEY_LEN)?;
         let mut data = view.bytes_mut()?;

@@ -37,6 +37,12 @@
 //! - Failed [`Enclave::open`] leaks nothing (Go leaks two locked buffers); plaintext only ever appears inside
 //!   locked memory (Go decrypts on the heap first); every intermediate hash of the key split is wiped; the
 //!   rekey thread stops on [`purge`] and on request ([`stop_rekeying`]).
+//! - Ciphertexts are bound to where they belong (associated data): an enclave's to that enclave, a stream
+//!   chunk's to its stream and position, so moving, reordering, dropping or cutting off ciphertext is an
+//!   [`Error::DecryptionFailed`], not another secret. The format is XChaCha20-Poly1305 (IETF), not NaCl
+//!   secretbox; the 40-byte overhead is the same.
+//! - After `fork()`, the child has its own enclave key: the parent's enclaves give [`Error::Forked`] there,
+//!   and the parent's key pages and rekeying thread are never touched.
 //! - Signal handling chains with the process's other handlers (Go resets them all).
 //! - Typed views check alignment; [`LockedBuffer::with_str`] replaces Go's `String()`, which aliased the
 //!   protected memory past the buffer's life.
@@ -47,9 +53,30 @@
 //! Linux is built and tested. Other Unix systems and Windows get what [`memcall`] offers there; signal
 //! handling is Unix-only.
 //!
+//! # Where the enclave key lives while it is used
+//! The enclave key (and a [`Coffer`]'s key) is assembled, and the cipher runs, on a small private stack in
+//! locked, no-dump, no-fork pages with a guard page below it; the used part is wiped after each operation and
+//! the vector and caller-saved registers are cleared before the thread returns to its own stack. So no core
+//! dump, forked child or swap file sees the key or its schedule, not even from a thread caught mid-seal.
+//! This stack switch exists on x86_64 and aarch64 Unix. On other targets (Windows, other architectures) the
+//! operation runs on the calling thread's stack: the key and cipher state are there for the few microseconds
+//! an operation lasts and are not wiped from it afterwards. At the memlock limit the private stack is used
+//! unlocked (still no-dump and no-fork; a warning is logged once) rather than failing the operation.
+//!
+//! What cannot be controlled: registers saved by the kernel when a thread is interrupted in the middle of an
+//! operation (a core dump written at that instant holds the interrupted thread's registers), and copies made
+//! by code outside this crate, such as the dynamic linker saving vector registers on the stack the first time
+//! a library function is called. The crate clears vector registers after its own plaintext copies where it
+//! controls them.
+//!
 //! # Core dumps
-//! Every region is excluded from core dumps where the OS allows ([`memcall::Hardening`]). This crate does not
-//! switch core dumps off process-wide; call [`memcall::disable_core_dumps`] for Go's behaviour.
+//! Every region is excluded from core dumps where the OS allows ([`memcall::Hardening`]), and so is the
+//! private stack the keyed operations run on. Used alone, this crate does not switch core dumps off
+//! process-wide, by choice: that is a process-wide decision an application (or its crash reporting) may depend
+//! on, and with every secret page excluded individually a core file holds no secret this crate manages.
+//! Plaintext the application copies out (its own buffers, [`std::io::Read`] output) is ordinary memory and
+//! does go into a core file; call [`memcall::disable_core_dumps`] to switch dumps off as well. The
+//! `securememory` crate does that by default.
 //!
 //! # Locked memory
 //! Each buffer locks its data pages, rounded up to whole pages (a 32-byte secret locks 4 KiB and maps two

@@ -3,8 +3,9 @@
 use std::collections::VecDeque;
 use std::io;
 
-use crate::enclave::Enclave;
-use crate::error::Result;
+use crate::core::crypto::NONCE_LEN;
+use crate::enclave::{Enclave, ID_LEN};
+use crate::error::{Error, Result};
 use crate::locked_buffer::LockedBuffer;
 
 /// Size of each sealed chunk: four pages (16 KiB with 4 KiB pages), as in Go.
@@ -22,11 +23,42 @@ pub fn stream_chunk_size() -> usize {
 /// [`flush_buffer`](Self::flush_buffer) drains everything into one.
 ///
 /// Go's `Write` wipes the caller's slice; `io::Write` hands us `&[u8]`, so use
-/// [`write_moving`](Self::write_moving) to get that.
+/// [`write_moving`](Self::write_moving) to get that, or [`write_from`](Self::write_from) to move a
+/// [`LockedBuffer`]'s bytes in without any plaintext copy in ordinary memory.
+///
+/// # Integrity
+/// Each chunk is bound (as associated data) to this stream's random identity and to its position, and the
+/// stream counts the chunks written and read: a chunk from another stream, chunks reordered, a chunk dropped or
+/// the end cut off all make the next read fail with [`Error::DecryptionFailed`], returning nothing and leaving
+/// the stream as it was.
+///
+/// # Copies in ordinary memory
+/// Whatever a [`Read`](io::Read) call returns is plaintext in the caller's buffer. [`std::io::copy`] goes
+/// through an 8 KiB stack buffer and `read_to_end` through a `Vec` that reallocates as it grows, each move
+/// leaving an unwiped copy behind in ordinary (swappable, dumpable) memory. Prefer [`next`](Self::next) or
+/// [`flush_buffer`](Self::flush_buffer), which decrypt into locked buffers, and [`write_from`](Self::write_from)
+/// to fill a stream from a [`LockedBuffer`].
 #[derive(Debug, Default)]
 pub struct Stream {
     chunks: VecDeque<Enclave>,
     size: usize,
+    /// Random identity, drawn with the first chunk.
+    id: Option<[u8; ID_LEN]>,
+    /// Chunks written so far: the index the next one gets.
+    written: u64,
+    /// Index of the front chunk: chunks read so far.
+    read: u64,
+}
+
+/// Length of a chunk's associated data: a domain byte, the stream's identity, the chunk's index.
+const CHUNK_AD_LEN: usize = 1 + ID_LEN + 8;
+
+fn chunk_ad(id: &[u8; ID_LEN], index: u64) -> [u8; CHUNK_AD_LEN] {
+    let mut ad = [0u8; CHUNK_AD_LEN];
+    ad[0] = b'S';
+    ad[1..1 + ID_LEN].copy_from_slice(id);
+    ad[1 + ID_LEN..].copy_from_slice(&index.to_le_bytes());
+    ad
 }
 
 impl Stream {
@@ -45,20 +77,42 @@ impl Stream {
         self.size == 0
     }
 
+    /// The stream's identity, drawn now if this is its first chunk.
+    fn id(&mut self) -> Result<[u8; ID_LEN]> {
+        if let Some(id) = self.id {
+            return Ok(id);
+        }
+        let mut id = [0u8; ID_LEN];
+        getrandom::fill(&mut id)?;
+        self.id = Some(id);
+        Ok(id)
+    }
+
+    /// Associated data and a fresh nonce for the next chunk written.
+    fn next_binding(&mut self) -> Result<([u8; ID_LEN], [u8; CHUNK_AD_LEN], [u8; NONCE_LEN])> {
+        let id = self.id()?;
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce)?;
+        Ok((id, chunk_ad(&id, self.written), nonce))
+    }
+
     fn push(&mut self, enclave: Enclave) {
         self.size += enclave.size();
+        self.written += 1;
         self.chunks.push_back(enclave);
     }
 
-    fn pop(&mut self) -> Option<Enclave> {
-        let enclave = self.chunks.pop_front()?;
-        self.size -= enclave.size();
-        Some(enclave)
+    /// The queue holds exactly the chunks written and not yet read: nothing was dropped, cut off or added.
+    fn check_count(&self) -> Result<()> {
+        if self.written.checked_sub(self.read) != Some(self.chunks.len() as u64) {
+            return Err(Error::DecryptionFailed);
+        }
+        Ok(())
     }
 
-    fn push_front(&mut self, enclave: Enclave) {
-        self.size += enclave.size();
-        self.chunks.push_front(enclave);
+    /// Associated data the front chunk must have been sealed under.
+    fn front_ad(&self) -> [u8; CHUNK_AD_LEN] {
+        chunk_ad(&self.id.unwrap_or_default(), self.read)
     }
 
     /// Seals `data` chunk by chunk, encrypting in place, and wipes it (Go's `Write`). Returns the bytes queued;
@@ -68,28 +122,74 @@ impl Stream {
     /// As [`Enclave::new`].
     pub fn write_moving(&mut self, data: &mut [u8]) -> Result<usize> {
         for chunk in data.chunks_mut(stream_chunk_size()) {
-            let enclave = Enclave::new(chunk)?;
+            let (id, ad, nonce) = self.next_binding()?;
+            let enclave = Enclave::new_bound(chunk, id, &ad, &nonce)?;
             self.push(enclave);
         }
         Ok(data.len())
     }
 
+    /// Seals a copy of `buffer`'s bytes, chunk by chunk, without the plaintext passing through ordinary
+    /// memory: each chunk is copied into a locked scratch buffer and encrypted there in place. `buffer` is
+    /// left as is. Returns the bytes queued; on error, the chunks before the failing one are queued.
+    ///
+    /// # Errors
+    /// [`Error::Destroyed`] or [`Error::Forked`] for an unusable `buffer`; otherwise as [`Enclave::new`].
+    pub fn write_from(&mut self, buffer: &LockedBuffer) -> Result<usize> {
+        let source = buffer.bytes()?;
+        let chunk_size = stream_chunk_size();
+        let mut scratch = LockedBuffer::new(source.len().min(chunk_size))?;
+        let mut result = Ok(source.len());
+        {
+            let mut scratch_bytes = scratch.bytes_mut()?;
+            for chunk in source.chunks(chunk_size) {
+                let dst = &mut scratch_bytes[..chunk.len()];
+                dst.copy_from_slice(chunk);
+                crate::core::secure_stack::clear_vector_registers();
+                let sealed = self
+                    .next_binding()
+                    .and_then(|(id, ad, nonce)| Enclave::new_bound(dst, id, &ad, &nonce));
+                match sealed {
+                    Ok(enclave) => self.push(enclave),
+                    Err(err) => {
+                        crate::util::wipe_bytes(dst);
+                        result = Err(err);
+                        break;
+                    }
+                }
+            }
+        }
+        drop(source);
+        scratch.destroy()?;
+        result
+    }
+
     /// Opens every chunk straight into one new frozen buffer and empties the stream (Go's `Flush`).
     ///
     /// # Errors
-    /// [`Error::InvalidLength`](crate::Error::InvalidLength) when the stream is empty; [`Error::Memory`](crate::Error::Memory) when the buffer cannot be made;
-    /// [`Error::DecryptionFailed`](crate::Error::DecryptionFailed) after a [`purge`](crate::purge). The stream is left unchanged on error.
+    /// [`Error::InvalidLength`] when the stream is empty; [`Error::Memory`] when the buffer cannot be made;
+    /// [`Error::DecryptionFailed`] after a [`purge`](crate::purge), or when the chunks were tampered with (see
+    /// [Integrity](Self#integrity)); [`Error::Forked`] in a forked child for chunks written by the parent. The
+    /// stream is left unchanged on error.
     pub fn flush_buffer(&mut self) -> Result<LockedBuffer> {
+        self.check_count()?;
+        let total: usize = self.chunks.iter().map(Enclave::size).sum();
+        if total != self.size {
+            return Err(Error::DecryptionFailed);
+        }
         let mut out = LockedBuffer::new(self.size)?;
         {
             let mut data = out.bytes_mut()?;
             let mut at = 0;
-            for enclave in &self.chunks {
+            let id = self.id.unwrap_or_default();
+            for (i, enclave) in self.chunks.iter().enumerate() {
                 let end = at + enclave.size();
-                enclave.open_into(&mut data[at..end])?;
+                let ad = chunk_ad(&id, self.read + i as u64);
+                enclave.open_into_bound(&ad, &mut data[at..end])?;
                 at = end;
             }
         }
+        self.read += self.chunks.len() as u64;
         self.chunks.clear();
         self.size = 0;
         out.freeze()?;
@@ -100,60 +200,71 @@ impl Stream {
     /// `Iterator`: `Read` and `Iterator` share method names (`by_ref`, `take`, `chain`) that would clash.
     ///
     /// # Errors
-    /// As [`Enclave::open`]; the chunk stays queued.
+    /// As [`Enclave::open`], and [`Error::DecryptionFailed`] when the chunks were tampered with (see
+    /// [Integrity](Self#integrity)); the chunk stays queued.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<LockedBuffer>> {
-        let Some(enclave) = self.pop() else {
+        self.check_count()?;
+        let Some(enclave) = self.chunks.front() else {
             return Ok(None);
         };
-        match enclave.open() {
-            Ok(buf) => Ok(Some(buf)),
-            Err(err) => {
-                self.push_front(enclave);
-                Err(err)
-            }
+        let mut buf = enclave.open_mutable_bound(&self.front_ad())?;
+        buf.freeze()?;
+        self.consume_front();
+        Ok(Some(buf))
+    }
+
+    /// Drops the front chunk after it was read in full.
+    fn consume_front(&mut self) {
+        if let Some(enclave) = self.chunks.pop_front() {
+            self.size = self.size.saturating_sub(enclave.size());
+            self.read += 1;
         }
     }
 
     fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let Some(enclave) = self.pop() else {
+        self.check_count()?;
+        let ad = self.front_ad();
+        let Some(enclave) = self.chunks.front() else {
             return Ok(0);
         };
         let size = enclave.size();
         if buf.len() >= size {
             // The whole chunk goes to the caller: decrypt straight into their buffer (the tag is verified before
             // any plaintext is written), with no locked buffer in between.
-            return match enclave.open_into(&mut buf[..size]) {
-                Ok(()) => Ok(size),
-                Err(err) => {
-                    self.push_front(enclave);
-                    Err(err)
-                }
-            };
+            enclave.open_into_bound(&ad, &mut buf[..size])?;
+            self.consume_front();
+            return Ok(size);
         }
-        let opened = enclave.open_mutable();
-        let mut chunk = match opened {
-            Ok(chunk) => chunk,
-            Err(err) => {
-                self.push_front(enclave);
-                return Err(err);
-            }
-        };
+        let mut chunk = enclave.open_mutable_bound(&ad)?;
         let mut data = chunk.bytes_mut()?;
-        let n = buf.len().min(data.len());
-        buf[..n].copy_from_slice(&data[..n]);
-        if n < data.len() {
-            // Re-seal the rest where it lies, inside the locked buffer.
-            match Enclave::new(&mut data[n..]) {
-                Ok(rest) => self.push_front(rest),
-                Err(err) => {
-                    crate::util::wipe_bytes(&mut buf[..n]);
-                    self.push_front(enclave);
-                    return Err(err);
-                }
+        let n = buf.len();
+        buf.copy_from_slice(&data[..n]);
+        crate::core::secure_stack::clear_vector_registers();
+        // Re-seal the rest where it lies, inside the locked buffer, under the same position.
+        let mut nonce = [0u8; NONCE_LEN];
+        let rest = getrandom::fill(&mut nonce)
+            .map_err(Error::from)
+            .and_then(|()| {
+                Enclave::new_bound(&mut data[n..], self.id.unwrap_or_default(), &ad, &nonce)
+            });
+        match rest {
+            Ok(rest) => {
+                self.size -= n;
+                self.chunks[0] = rest;
+                Ok(n)
+            }
+            Err(err) => {
+                crate::util::wipe_bytes(buf);
+                Err(err)
             }
         }
-        Ok(n)
+    }
+
+    /// The queued chunks, to test that tampering with them is detected.
+    #[doc(hidden)]
+    pub fn chunks_mut(&mut self) -> &mut VecDeque<Enclave> {
+        &mut self.chunks
     }
 }
 
@@ -162,7 +273,10 @@ impl io::Write for Stream {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let mut written = 0;
         for chunk in data.chunks(stream_chunk_size()) {
-            match Enclave::from_copy(chunk) {
+            let sealed = self
+                .next_binding()
+                .and_then(|(id, ad, nonce)| Enclave::from_copy_bound(chunk, id, &ad, &nonce));
+            match sealed {
                 Ok(enclave) => self.push(enclave),
                 Err(err) if written == 0 => return Err(err.into()),
                 Err(_) => break,

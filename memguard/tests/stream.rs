@@ -79,7 +79,10 @@ fn a_failed_read_keeps_the_chunk_queued() {
     s.write_all(b"abc").unwrap();
     let mut out = [0u8; 2];
     {
-        let _f = memcall::fault::fail(memcall::Op::Lock).arm();
+        // Not a lock-limit errno: at the limit the private stack of the decryption goes on unlocked.
+        let _f = memcall::fault::fail(memcall::Op::Lock)
+            .errno(libc::EINVAL)
+            .arm();
         assert!(s.read(&mut out).is_err());
     }
     assert_eq!(s.size(), 3, "the chunk is still queued");
@@ -158,5 +161,127 @@ proptest! {
         } else {
             prop_assert!(stream.flush_buffer().unwrap().equal_to(&rest));
         }
+    }
+}
+
+mod tamper {
+    use std::io::{Read, Write};
+
+    use memguard::{stream_chunk_size, Error, LockedBuffer, Stream};
+
+    /// A stream of four chunks, each filled with its own byte.
+    fn four_chunks() -> Stream {
+        let mut s = Stream::new();
+        for i in 0..4u8 {
+            s.write_all(&vec![i + 1; stream_chunk_size()]).unwrap();
+        }
+        assert_eq!(s.chunks_mut().len(), 4);
+        s
+    }
+
+    /// Every way of reading fails with the integrity error and returns nothing.
+    fn assert_every_read_fails(mut s: Stream) {
+        let mut buf = vec![0u8; 4 * stream_chunk_size()];
+        let mut whole = vec![0u8; stream_chunk_size()];
+        // Reads until the tampered chunk: the intact ones before it still come out.
+        let mut failed = None;
+        for _ in 0..5 {
+            match s.read(&mut whole) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(err) => {
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        let err = failed.expect("a read fails");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert!(matches!(s.next(), Err(Error::DecryptionFailed)));
+        assert!(matches!(s.flush_buffer(), Err(Error::DecryptionFailed)));
+        let mut short = [0u8; 10];
+        assert!(s.read(&mut short).is_err());
+        assert_eq!(short, [0u8; 10], "nothing returned");
+        assert!(s.read(&mut buf).is_err());
+    }
+
+    #[test]
+    fn a_chunk_of_another_stream_spliced_in_fails() {
+        let mut a = four_chunks();
+        let mut b = four_chunks();
+        let foreign = b.chunks_mut()[1].clone();
+        a.chunks_mut()[1] = foreign;
+        assert_every_read_fails(a);
+    }
+
+    #[test]
+    fn reordered_chunks_fail() {
+        let mut s = four_chunks();
+        s.chunks_mut().swap(1, 2);
+        assert_every_read_fails(s);
+        let mut s = four_chunks();
+        s.chunks_mut().swap(0, 3);
+        assert!(matches!(s.next(), Err(Error::DecryptionFailed)));
+    }
+
+    #[test]
+    fn a_dropped_chunk_fails() {
+        let mut s = four_chunks();
+        s.chunks_mut().remove(2);
+        assert!(matches!(s.next(), Err(Error::DecryptionFailed)));
+        assert_every_read_fails(s);
+    }
+
+    #[test]
+    fn a_truncated_stream_fails_and_a_chunk_added_at_the_end_too() {
+        let mut s = four_chunks();
+        s.chunks_mut().pop_back();
+        assert_every_read_fails(s);
+        // Cut after some chunks were read.
+        let mut s = four_chunks();
+        assert!(s
+            .next()
+            .unwrap()
+            .unwrap()
+            .equal_to(&vec![1u8; stream_chunk_size()]));
+        s.chunks_mut().truncate(1);
+        assert!(matches!(s.next(), Err(Error::DecryptionFailed)));
+        // A copy of the last chunk appended.
+        let mut s = four_chunks();
+        let last = s.chunks_mut()[3].clone();
+        s.chunks_mut().push_back(last);
+        assert_every_read_fails(s);
+    }
+
+    #[test]
+    fn an_untampered_stream_reads_back_across_partial_reads() {
+        let mut s = four_chunks();
+        let mut out = Vec::new();
+        let mut small = [0u8; 1000];
+        loop {
+            let n = s.read(&mut small).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&small[..n]);
+        }
+        let expected: Vec<u8> = (1..=4u8)
+            .flat_map(|i| vec![i; stream_chunk_size()])
+            .collect();
+        assert_eq!(out, expected);
+        assert!(s.next().unwrap().is_none());
+    }
+
+    #[test]
+    fn write_from_copies_a_locked_buffer_and_leaves_it() {
+        let len = 2 * stream_chunk_size() + 7;
+        let mut src: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let expected = src.clone();
+        let buf = LockedBuffer::from_bytes(&mut src).unwrap();
+        let mut s = Stream::new();
+        assert_eq!(s.write_from(&buf).unwrap(), len);
+        assert_eq!(s.chunks_mut().len(), 3);
+        assert!(buf.equal_to(&expected));
+        assert!(s.flush_buffer().unwrap().equal_to(&expected));
     }
 }

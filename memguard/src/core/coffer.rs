@@ -1,23 +1,28 @@
 //! The coffer: a 32-byte key kept split in two locked halves, `key = BLAKE2b-256(right) XOR left`, re-split on
 //! a timer so that neither half stays put. Every intermediate (the random mask, both hashes, the assembled key)
-//! lives in a locked scratch region and is wiped right after use (Go leaves one hash behind).
+//! lives in a locked scratch region and is wiped right after use (Go leaves one hash behind), and every
+//! computation on the halves or the key runs on a private stack in locked, no-dump, no-fork pages
+//! ([`secure_stack`]).
 
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::crypto::{blake2b_256, KEY_LEN};
+use super::crypto::{blake2b_256, Cipher, KEY_LEN};
 use super::region::{GuardedRegion, Locking};
+use super::registry::{register, PurgeRequest, Purgeable, Registration};
+use super::secure_stack;
 use crate::error::{Error, Result};
 
 /// How often the enclave key is re-split (Go: 500 ms).
 pub const REKEY_INTERVAL: Duration = Duration::from_millis(500);
 
-// Scratch layout: four 32-byte slots in one guarded region.
+// Scratch layout: three 32-byte slots in one guarded region (the assembled key itself lives on the private
+// stack of the operation that needs it).
 const RAND: usize = 0;
 const HASH_A: usize = 32;
-const VIEW: usize = 96;
-const SCRATCH_LEN: usize = 128;
+const SCRATCH_LEN: usize = 96;
 
 struct Halves {
     left: GuardedRegion,
@@ -63,13 +68,13 @@ impl Halves {
     fn parts(&mut self) -> Parts<'_> {
         // SAFETY:
         // - the three regions are distinct mappings, read-write since `GuardedRegion::new` (the coffer never
-        //   changes their protection), of exactly 32, 32 and 128 bytes;
+        //   changes their protection), of exactly 32, 32 and 96 bytes;
         // - `&mut self` makes these the only live references to their data until `Parts` is dropped.
         unsafe {
             Parts {
                 left: self.left.data_mut().try_into().expect("32 bytes"),
                 right: self.right.data_mut().try_into().expect("32 bytes"),
-                scratch: self.scratch.data_mut().try_into().expect("128 bytes"),
+                scratch: self.scratch.data_mut().try_into().expect("96 bytes"),
             }
         }
     }
@@ -90,21 +95,15 @@ impl Halves {
             xor_into(p.left, hash_a);
             xor_into(p.left, hash_b);
         });
-        memcall::wipe_bytes(&mut p.scratch[RAND..VIEW]);
+        memcall::wipe_bytes(&mut p.scratch[RAND..]);
         res
     }
 
-    /// Assembles the key in the scratch's view slot, runs `f` on it, and wipes it.
-    fn with_key<R>(&mut self, f: impl FnOnce(&[u8; KEY_LEN]) -> R) -> R {
+    /// Assembles the key into `out`, which must be on the private stack.
+    fn assemble(&mut self, out: &mut [u8; KEY_LEN]) {
         let p = self.parts();
-        let (head, view) = p.scratch.split_at_mut(VIEW);
-        let view: &mut [u8; KEY_LEN] = view.try_into().expect("32");
-        blake2b_256(p.right, view);
-        xor_into(view, p.left);
-        let out = f(view);
-        memcall::wipe_bytes(view);
-        memcall::wipe_bytes(head);
-        out
+        blake2b_256(p.right, out);
+        xor_into(out, p.left);
     }
 
     fn destroy(self) -> Result<()> {
@@ -127,6 +126,10 @@ struct Rekeyer {
 struct Inner {
     halves: Mutex<Option<Halves>>,
     rekeyer: Mutex<Option<Rekeyer>>,
+    /// `memcall::fork_epoch()` at creation. In a forked child the halves are not mapped (no-fork pages), the
+    /// rekeying thread does not exist and a parent thread may have held either mutex at fork time: the child
+    /// touches none of it.
+    epoch: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,12 +137,74 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Inner {
+    fn forked(&self) -> bool {
+        memcall::fork_epoch() != self.epoch
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.forked() {
+            Err(Error::Forked)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn stop_rekeying(&self) {
+        if self.forked() {
+            return;
+        }
+        let Some(rekeyer) = lock(&self.rekeyer).take() else {
+            return;
+        };
+        *lock(&rekeyer.stop.0) = true;
+        rekeyer.stop.1.notify_all();
+        if rekeyer.thread.thread().id() != thread::current().id() {
+            let _ = rekeyer.thread.join();
+        }
+    }
+
+    fn destroy(&self) -> Result<()> {
+        if self.forked() {
+            return Ok(());
+        }
+        self.stop_rekeying();
+        let halves = lock(&self.halves).take();
+        match halves {
+            Some(halves) => halves.destroy(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Purgeable for Inner {
+    fn purge(&self, _request: &PurgeRequest) {
+        if self.forked() {
+            return;
+        }
+        if let Err(err) = self.destroy() {
+            log::error!("purging a coffer failed: {err}");
+        }
+    }
+}
+
 /// A 32-byte key split across two locked buffers and re-split on a timer (Go's `core.Coffer`).
 ///
 /// The process-wide enclave key is one of these, created on first use and destroyed by
-/// [`purge`](crate::purge); a `Coffer` of your own holds any other key the same way.
+/// [`purge`](crate::purge); a `Coffer` of your own holds any other key the same way, and [`purge`](crate::purge)
+/// destroys it too (as Go's purge wipes every coffer's buffers).
+///
+/// The assembled key, and anything [`with_key`](Self::with_key) computes from it, exist only in locked,
+/// no-dump, no-fork pages (a scratch slot and a private stack), which are wiped right after.
+///
+/// # Fork
+/// A coffer belongs to the process that made it. In a forked child its pages are not mapped: every method
+/// that needs the key fails with [`Error::Forked`], [`destroy`](Self::destroy) and drop do nothing (the
+/// parent's pages and rekeying thread are forgotten, never released or joined), and
+/// [`is_destroyed`](Self::is_destroyed) is true.
 pub struct Coffer {
-    inner: Arc<Inner>,
+    inner: ManuallyDrop<Arc<Inner>>,
+    registration: ManuallyDrop<Option<Registration>>,
 }
 
 impl std::fmt::Debug for Coffer {
@@ -152,40 +217,79 @@ impl std::fmt::Debug for Coffer {
 }
 
 impl Coffer {
-    /// A fresh random key in three locked regions (left, right, scratch). No rekeying until
-    /// [`start_rekeying`](Self::start_rekeying).
+    /// A fresh random key in three locked regions (left, right, scratch), registered for
+    /// [`purge`](crate::purge). No rekeying until [`start_rekeying`](Self::start_rekeying).
     ///
     /// # Errors
     /// [`Error::Memory`] when allocating or locking fails (nothing is left allocated); [`Error::Random`].
     pub fn new() -> Result<Coffer> {
+        let mut coffer = Coffer::unregistered()?;
+        let weak: Weak<dyn Purgeable> = Arc::downgrade(&*coffer.inner) as Weak<dyn Purgeable>;
+        *coffer.registration = Some(register(weak));
+        Ok(coffer)
+    }
+
+    /// A coffer that [`purge`](crate::purge) does not reach by itself (the enclave key, which purge destroys
+    /// explicitly).
+    pub(crate) fn unregistered() -> Result<Coffer> {
+        let halves = secure_stack::run(Halves::new)??;
         Ok(Coffer {
-            inner: Arc::new(Inner {
-                halves: Mutex::new(Some(Halves::new()?)),
+            inner: ManuallyDrop::new(Arc::new(Inner {
+                halves: Mutex::new(Some(halves)),
                 rekeyer: Mutex::new(None),
-            }),
+                epoch: memcall::fork_epoch(),
+            })),
+            registration: ManuallyDrop::new(None),
         })
     }
 
     /// Re-splits the key once.
     ///
     /// # Errors
-    /// [`Error::Destroyed`] after [`destroy`](Self::destroy); [`Error::Random`].
+    /// [`Error::Destroyed`] after [`destroy`](Self::destroy) or a purge; [`Error::Forked`] in a forked child;
+    /// [`Error::Random`]; [`Error::Memory`] when no private stack can be mapped.
     pub fn rekey(&self) -> Result<()> {
-        lock(&self.inner.halves)
-            .as_mut()
-            .ok_or(Error::Destroyed)?
-            .rekey()
+        self.inner.check()?;
+        secure_stack::run(|| {
+            lock(&self.inner.halves)
+                .as_mut()
+                .ok_or(Error::Destroyed)?
+                .rekey()
+        })?
     }
 
-    /// Runs `f` on the assembled key, which is wiped when `f` returns. The coffer is locked meanwhile.
+    /// Runs `f` on the assembled key, which is wiped when `f` returns.
+    ///
+    /// The key is assembled on a small private stack in locked, no-dump, no-fork pages (32 KiB; an overflow
+    /// faults on its guard page) and `f` runs there too; the used part of that stack is wiped afterwards and
+    /// the registers are cleared before this returns. Keep `f` short and return nothing derived from the key
+    /// (the return value is copied to ordinary memory). The coffer is not locked while `f` runs, so `f` may
+    /// call other methods of the coffer, or [`purge`](crate::purge). Do not `fork()` inside `f`: the private
+    /// stack is not inherited, so the child would have no stack to run on.
     ///
     /// # Errors
-    /// [`Error::Destroyed`] after [`destroy`](Self::destroy).
+    /// [`Error::Destroyed`] after [`destroy`](Self::destroy) or a purge; [`Error::Forked`] in a forked child;
+    /// [`Error::Memory`] when no private stack can be mapped.
     pub fn with_key<R>(&self, f: impl FnOnce(&[u8; KEY_LEN]) -> R) -> Result<R> {
-        Ok(lock(&self.inner.halves)
-            .as_mut()
-            .ok_or(Error::Destroyed)?
-            .with_key(f))
+        self.inner.check()?;
+        secure_stack::run(|| {
+            let mut key = [0u8; KEY_LEN];
+            lock(&self.inner.halves)
+                .as_mut()
+                .ok_or(Error::Destroyed)?
+                .assemble(&mut key);
+            let out = f(&key);
+            memcall::wipe_bytes(&mut key);
+            Ok(out)
+        })?
+    }
+
+    /// Runs `f` with a cipher under the key, on the private stack (see [`with_key`](Self::with_key)).
+    pub(crate) fn with_cipher<R>(&self, f: impl FnOnce(&Cipher) -> R) -> Result<R> {
+        self.with_key(|key| {
+            let cipher = Cipher::new(key);
+            f(&cipher)
+        })
     }
 
     /// Starts a background thread that re-splits the key every `interval` until [`stop_rekeying`], [`destroy`]
@@ -195,14 +299,15 @@ impl Coffer {
     /// [`destroy`]: Self::destroy
     ///
     /// # Errors
-    /// [`Error::Io`] when the thread cannot be spawned.
+    /// [`Error::Io`] when the thread cannot be spawned; [`Error::Forked`] in a forked child.
     pub fn start_rekeying(&self, interval: Duration) -> Result<()> {
+        self.inner.check()?;
         let mut slot = lock(&self.inner.rekeyer);
         if slot.is_some() {
             return Ok(());
         }
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let weak = Arc::downgrade(&self.inner);
+        let weak = Arc::downgrade(&*self.inner);
         let thread_stop = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name("memguard-rekey".into())
@@ -211,48 +316,47 @@ impl Coffer {
         Ok(())
     }
 
-    /// Stops the rekeying thread and waits for it to end. A no-op when none runs.
+    /// Stops the rekeying thread and waits for it to end. A no-op when none runs, and in a forked child.
     pub fn stop_rekeying(&self) {
-        let Some(rekeyer) = lock(&self.inner.rekeyer).take() else {
-            return;
-        };
-        *lock(&rekeyer.stop.0) = true;
-        rekeyer.stop.1.notify_all();
-        if rekeyer.thread.thread().id() != thread::current().id() {
-            let _ = rekeyer.thread.join();
-        }
+        self.inner.stop_rekeying();
     }
 
-    /// True while the rekeying thread runs.
+    /// True while the rekeying thread runs (never in a forked child).
     pub fn is_rekeying(&self) -> bool {
-        lock(&self.inner.rekeyer)
-            .as_ref()
-            .is_some_and(|r| !r.thread.is_finished())
+        !self.inner.forked()
+            && lock(&self.inner.rekeyer)
+                .as_ref()
+                .is_some_and(|r| !r.thread.is_finished())
     }
 
-    /// Stops rekeying, then wipes and releases the key. Idempotent.
+    /// Stops rekeying, then wipes and releases the key. Idempotent; a no-op in a forked child.
     ///
     /// # Errors
     /// [`Error::Memory`] or [`Error::CanaryCorrupted`] from releasing a region; every region is released
     /// regardless.
     pub fn destroy(&self) -> Result<()> {
-        self.stop_rekeying();
-        match lock(&self.inner.halves).take() {
-            Some(halves) => halves.destroy(),
-            None => Ok(()),
-        }
+        self.inner.destroy()
     }
 
-    /// True after [`destroy`](Self::destroy).
+    /// True after [`destroy`](Self::destroy) or a purge, and always in a forked child.
     pub fn is_destroyed(&self) -> bool {
-        lock(&self.inner.halves).is_none()
+        self.inner.forked() || lock(&self.inner.halves).is_none()
     }
 }
 
 impl Drop for Coffer {
     fn drop(&mut self) {
+        if self.inner.forked() {
+            // The parent's pages, thread and registry slot: forgotten, never released, joined or unlinked.
+            return;
+        }
         if let Err(err) = self.destroy() {
             log::error!("destroying a coffer failed: {err}");
+        }
+        // SAFETY: both fields are dropped exactly once, here, and never used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.registration);
+            ManuallyDrop::drop(&mut self.inner);
         }
     }
 }
@@ -274,11 +378,11 @@ fn rekey_loop(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), interval: Dura
             return;
         }
         let Some(inner) = inner.upgrade() else { return };
-        let result = lock(&inner.halves).as_mut().map(Halves::rekey);
+        let result = secure_stack::run(|| lock(&inner.halves).as_mut().map(Halves::rekey));
         match result {
-            Some(Ok(())) => {}
-            None => return,
-            Some(Err(err)) => {
+            Ok(Some(Ok(()))) => {}
+            Ok(None) => return,
+            Ok(Some(Err(err))) | Err(err) => {
                 log::error!("re-splitting the enclave key failed, rekeying stops: {err}");
                 return;
             }
