@@ -55,6 +55,10 @@ impl std::error::Error for CallbackRaised {}
 #[pymethods]
 impl Secret {
     /// Calls `func(view)` with a read-only memoryview over the secret's bytes and returns what it returns.
+    ///
+    /// Every view is released when `func` returns. If anything still refers to the view or a view derived from
+    /// it (a kept slice, a numpy array over it, a `PickleBuffer`), this raises `BufferError` instead and the
+    /// secret's pages are quarantined for as long as those objects live.
     fn with_bytes(&self, py: Python<'_>, func: Py<PyAny>) -> PyResult<Py<PyAny>> {
         let epoch = memcall::fork_epoch();
         let mut raised: Option<PyErr> = None;
