@@ -20,9 +20,14 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Time secret access, allocation, buffers, enclaves and streams against the same-run system-call floor.
     Bench(BenchArgs),
-    /// Internal: one scenario run in a child process by `doctor`.
-    #[command(name = "__child", hide = true)]
-    Child(ChildArgs),
+    /// Print a shell completion script (e.g. `securememory completions bash > ~/.local/share/bash-completion/completions/securememory`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `securememory man > ~/.local/share/man/man1/securememory.1`.
+    Man,
 }
 
 /// The largest `--expect`: a trillion secrets, far past any host's memory; larger numbers are a usage error.
@@ -88,7 +93,10 @@ impl Flavour {
     }
 }
 
-#[derive(Debug, Args)]
+/// Internal: one scenario run in a child process by `doctor` (`securememory __child <scenario>`). Kept out of
+/// [`Cli`] so that help, completions and the man page show only what users run.
+#[derive(Debug, Parser)]
+#[command(name = "securememory __child", hide = true)]
 pub struct ChildArgs {
     #[command(subcommand)]
     pub scenario: Scenario,

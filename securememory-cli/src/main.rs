@@ -50,13 +50,44 @@ fn run_child(args: &ChildArgs) -> i32 {
     }
 }
 
+/// The command definition users see.
+#[cfg(unix)]
+fn user_command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
+}
+
+#[cfg(unix)]
+fn print_completions(shell: clap_complete::Shell) -> i32 {
+    let mut command = user_command();
+    clap_complete::generate(shell, &mut command, "securememory", &mut std::io::stdout());
+    0
+}
+
+#[cfg(unix)]
+fn print_man_page() -> i32 {
+    match clap_mangen::Man::new(user_command()).render(&mut std::io::stdout()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("securememory: could not write the man page: {e}");
+            1
+        }
+    }
+}
+
 #[cfg(unix)]
 fn main() {
-    let cli = Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == child::CHILD_SUBCOMMAND) {
+        args.remove(1);
+        std::process::exit(run_child(&ChildArgs::parse_from(args)));
+    }
+    let cli = Cli::parse_from(args);
     let code = match &cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Child(args) => run_child(args),
+        Command::Completions { shell } => print_completions(*shell),
+        Command::Man => print_man_page(),
     };
     std::process::exit(code);
 }

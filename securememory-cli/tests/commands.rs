@@ -311,3 +311,52 @@ fn doctor_leaves_no_core_file_in_the_working_directory() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn completions_and_man_page_are_generated_from_the_command_definition() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = securememory(&["completions", shell]);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        assert!(
+            script.contains("doctor") && script.contains("expect"),
+            "{shell}: {script}"
+        );
+        assert!(
+            !script.contains("__child"),
+            "{shell}: internal subcommand leaked"
+        );
+    }
+    let out = securememory(&["man"]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH securememory 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("doctor") && !page.contains("__child"),
+        "{page}"
+    );
+}
+
+#[test]
+fn help_fits_a_100_column_terminal() {
+    for args in [
+        &["--help"][..],
+        &["doctor", "--help"],
+        &["bench", "--help"],
+        &["completions", "--help"],
+        &["man", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_securememory"))
+            .args(args)
+            .env("COLUMNS", "100")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            assert!(line.chars().count() <= 100, "{args:?}: {line:?}");
+        }
+    }
+}

@@ -37,6 +37,8 @@ pub enum Error {
     CloseInsideAccess,
     /// The secret was created before a `fork()` and is being used in the child, which has no copy of its pages.
     Forked,
+    /// Reading the secret's bytes from a file, pipe or other reader failed.
+    Io(std::io::Error),
     /// Something failed, and releasing what had been set up failed too (the memory was released anyway where
     /// the OS allowed it).
     Cleanup {
@@ -92,6 +94,7 @@ impl fmt::Display for Error {
             Error::Forked => f.write_str(
                 "secret was created before fork() and cannot be used in the child process (its pages are not inherited)",
             ),
+            Error::Io(e) => write!(f, "could not read the secret: {e}"),
             Error::Cleanup { error, cleanup } => write!(f, "{cleanup}: {error}"),
         }
     }
@@ -103,6 +106,7 @@ impl std::error::Error for Error {
             Error::Memory(e) | Error::ReadOnly(e) => Some(e),
             Error::Memguard(e) => Some(e),
             Error::Random(e) => Some(e),
+            Error::Io(e) => Some(e),
             Error::Action(e) => Some(e.as_ref()),
             Error::Released { protect, .. } => Some(protect),
             Error::Cleanup { error, .. } => Some(error.as_ref()),
@@ -133,6 +137,7 @@ impl From<Error> for std::io::Error {
     fn from(e: Error) -> std::io::Error {
         let kind = match &e {
             Error::InvalidLength { .. } => std::io::ErrorKind::InvalidInput,
+            Error::Io(io) => io.kind(),
             Error::Memory(m) if m.is_lock_limit() => std::io::ErrorKind::OutOfMemory,
             _ => std::io::ErrorKind::Other,
         };

@@ -42,12 +42,20 @@
 //! - `metrics`: counters, gauges and timers through the `metrics` facade (see [`mod@metrics`]).
 //! - `debug_backtrace`: a secret dropped without `close` is logged at debug level with the backtrace of its
 //!   creation.
+//! - `zeroize`, `secrecy`: `SecretFactory::from_zeroizing` and `SecretFactory::from_secret_box` take those
+//!   crates' wrappers as sources directly.
+//!
+//! # Getting secrets in
+//! [`SecretFactory::from_file`], [`SecretFactory::from_reader`] and [`SecretFactory::from_reader_to_end`]
+//! read straight into locked pages; [`input::stdin_unbuffered`] gives standard input without std's buffer;
+//! [`SecretFactory::create_with`] lets any source write into a new secret's pages before they are sealed.
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 mod access;
 mod core_dumps;
 mod error;
+pub mod input;
 pub mod memguard;
 pub mod metrics;
 mod primitive;
@@ -196,4 +204,100 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// As [`SecretFactory::new`], plus [`Error::Random`].
     fn create_random(&self, size: usize) -> Result<Self::Secret>;
+
+    /// A secret of `size` bytes that `fill` writes straight into its fresh, locked, writable pages before they
+    /// are sealed: the bytes never pass through ordinary memory on their way in.
+    ///
+    /// # Errors
+    /// As [`SecretFactory::new`]; an error returned by `fill`, after the pages are wiped and released.
+    fn create_with(
+        &self,
+        size: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<Self::Secret>;
+
+    /// Reads exactly `len` bytes from `reader` straight into a new secret's pages.
+    ///
+    /// Give it an unbuffered reader: a `std::fs::File`, a socket, or standard input opened as a file
+    /// ([`input::stdin_unbuffered`]); `std::io::stdin()` and `BufReader` keep a copy in their own buffer.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when reading fails or the input ends early (`UnexpectedEof`); otherwise as
+    /// [`SecretFactory::new`]. Nothing read is kept on error.
+    #[allow(clippy::wrong_self_convention)]
+    fn from_reader<R: std::io::Read + ?Sized>(
+        &self,
+        reader: &mut R,
+        len: usize,
+    ) -> Result<Self::Secret>
+    where
+        Self: Sized,
+    {
+        self.create_with(len, &mut |pages| {
+            reader.read_exact(pages).map_err(Error::Io)
+        })
+    }
+
+    /// Reads `reader` to its end straight into locked memory (at most `max_len` bytes) and makes a secret of
+    /// exactly what was read. The bytes only ever sit in locked, guarded pages on their way in.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when reading fails, or with `ErrorKind::FileTooLarge` when the input is longer than
+    /// `max_len`; [`Error::InvalidLength`] when it is empty; otherwise as [`SecretFactory::new`].
+    #[allow(clippy::wrong_self_convention)]
+    fn from_reader_to_end<R: std::io::Read + ?Sized>(
+        &self,
+        reader: &mut R,
+        max_len: usize,
+    ) -> Result<Self::Secret>
+    where
+        Self: Sized,
+    {
+        input::read_to_end(self, reader, max_len)
+    }
+
+    /// Reads the file at `path` (a mounted Kubernetes secret, a key file) straight into a new secret, at most
+    /// `max_len` bytes. See [`SecretFactory::from_reader_to_end`].
+    ///
+    /// # Errors
+    /// As [`SecretFactory::from_reader_to_end`]; [`Error::Io`] when the file cannot be opened.
+    #[allow(clippy::wrong_self_convention)]
+    fn from_file(&self, path: impl AsRef<std::path::Path>, max_len: usize) -> Result<Self::Secret>
+    where
+        Self: Sized,
+    {
+        let mut file = std::fs::File::open(path).map_err(Error::Io)?;
+        self.from_reader_to_end(&mut file, max_len)
+    }
+
+    /// Copies a `zeroize::Zeroizing` source into a new secret and wipes it, as [`SecretFactory::new`] does
+    /// (feature `zeroize`). On error the source is left as it was.
+    ///
+    /// # Errors
+    /// As [`SecretFactory::new`].
+    #[cfg(feature = "zeroize")]
+    #[allow(clippy::wrong_self_convention)]
+    fn from_zeroizing<T>(&self, source: &mut zeroize::Zeroizing<T>) -> Result<Self::Secret>
+    where
+        Self: Sized,
+        T: AsMut<[u8]> + zeroize::Zeroize,
+    {
+        self.new((**source).as_mut())
+    }
+
+    /// Copies the bytes of a `secrecy::SecretBox<[u8]>` into a new secret and wipes them, as
+    /// [`SecretFactory::new`] does (feature `secrecy`). On error the box is left as it was; either way it
+    /// zeroizes itself again when dropped.
+    ///
+    /// # Errors
+    /// As [`SecretFactory::new`].
+    #[cfg(feature = "secrecy")]
+    #[allow(clippy::wrong_self_convention)]
+    fn from_secret_box(&self, source: &mut secrecy::SecretBox<[u8]>) -> Result<Self::Secret>
+    where
+        Self: Sized,
+    {
+        use secrecy::ExposeSecretMut;
+        self.new(source.expose_secret_mut())
+    }
 }

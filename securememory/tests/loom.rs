@@ -188,3 +188,66 @@ fn nested_reader_and_close_inside_access() {
         state.close().unwrap();
     });
 }
+
+/// A reader that only checks it was let in to intact bytes: a purge past its grace may wipe the pages under it.
+fn read_under_purge(state: &AccessState<ModelPages>, destroyed: &AtomicBool) -> Result<(), Error> {
+    state.with_bytes(|bytes| {
+        assert!(!destroyed.load(Ordering::SeqCst), "entered after destroy");
+        assert_eq!(bytes, b"abcd");
+        Ok(())
+    })
+}
+
+#[test]
+fn purge_past_its_grace_destroys_once_after_the_last_reader() {
+    model(|| {
+        let (state, protection, destroyed) = model_state();
+        let reader = {
+            let (state, destroyed) = (state.clone(), destroyed.clone());
+            thread::spawn(move || match read_under_purge(&state, &destroyed) {
+                Ok(()) | Err(Error::Closed) => {}
+                Err(e) => panic!("unexpected {e}"),
+            })
+        };
+        // A deadline already past: the purge never waits.
+        state.purge_by(std::time::Instant::now(), false).unwrap();
+        reader.join().unwrap();
+        assert!(
+            state.is_closed(),
+            "closed by the purge or by the last reader"
+        );
+        assert!(destroyed.load(Ordering::SeqCst));
+        assert_eq!(protection.load(Ordering::SeqCst), NO_ACCESS);
+        assert!(matches!(
+            read_under_purge(&state, &destroyed),
+            Err(Error::Closed)
+        ));
+    });
+}
+
+#[test]
+fn purge_inside_a_closure_closes_when_the_closure_ends() {
+    model(|| {
+        let (state, protection, destroyed) = model_state();
+        let other = {
+            let (state, protection, destroyed) =
+                (state.clone(), protection.clone(), destroyed.clone());
+            thread::spawn(move || match read(&state, &protection, &destroyed) {
+                Ok(()) | Err(Error::Closed) => {}
+                Err(e) => panic!("unexpected {e}"),
+            })
+        };
+        let far = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        state
+            .with_bytes(|bytes| {
+                state.purge_by(far, false)?;
+                assert_eq!(bytes, b"abcd", "the running closure keeps its bytes");
+                assert!(!destroyed.load(Ordering::SeqCst));
+                Ok(())
+            })
+            .unwrap();
+        other.join().unwrap();
+        assert!(state.is_closed());
+        assert!(destroyed.load(Ordering::SeqCst));
+    });
+}

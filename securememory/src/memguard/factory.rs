@@ -42,16 +42,16 @@ impl MemguardSecretFactory {
         SecretCore::seal(unsealed, len, report).map(MemguardSecret::from_core)
     }
 
-    /// `create_random` with the random source as a parameter, so its failure can be tested.
+    /// A secret whose fresh, writable pages `fill` writes before they are sealed (random bytes, a reader).
     pub(crate) fn create_filled(
         &self,
         size: usize,
-        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), getrandom::Error>,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<MemguardSecret> {
         let _timer = AllocTimer::start(Flavour::Memguard);
         let mut unsealed = self.alloc(size)?;
         if let Err(e) = fill(unsealed.bytes_mut()) {
-            return Err(discard(Error::Random(e), unsealed.into_pages()));
+            return Err(discard(e, unsealed.into_pages()));
         }
         Self::finish(unsealed, size)
     }
@@ -72,7 +72,15 @@ impl SecretFactory for MemguardSecretFactory {
     }
 
     fn create_random(&self, size: usize) -> Result<MemguardSecret> {
-        self.create_filled(size, getrandom::fill)
+        self.create_filled(size, |pages| getrandom::fill(pages).map_err(Error::Random))
+    }
+
+    fn create_with(
+        &self,
+        size: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<MemguardSecret> {
+        self.create_filled(size, fill)
     }
 }
 
@@ -84,7 +92,7 @@ mod tests {
     fn random_source_failure_is_reported_and_cleaned_up() {
         let factory = MemguardSecretFactory::new();
         let err = factory
-            .create_filled(8, |_| Err(getrandom::Error::UNSUPPORTED))
+            .create_filled(8, |_| Err(Error::Random(getrandom::Error::UNSUPPORTED)))
             .unwrap_err();
         assert!(matches!(err, Error::Random(_)), "{err:?}");
         let secret = factory

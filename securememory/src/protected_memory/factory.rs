@@ -61,16 +61,16 @@ impl ProtectedMemorySecretFactory {
         SecretCore::seal(unsealed, len, report).map(ProtectedMemorySecret::from_core)
     }
 
-    /// `create_random` with the random source as a parameter, so its failure can be tested.
+    /// A secret whose fresh, writable pages `fill` writes before they are sealed (random bytes, a reader).
     pub(crate) fn create_filled(
         &self,
         size: usize,
-        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), getrandom::Error>,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<ProtectedMemorySecret> {
         let _timer = AllocTimer::start(Flavour::ProtectedMemory);
         let (mut unsealed, locked) = self.alloc(size)?;
         if let Err(e) = fill(unsealed.bytes_mut()) {
-            return Err(discard(Error::Random(e), unsealed.into_pages()));
+            return Err(discard(e, unsealed.into_pages()));
         }
         Self::finish(unsealed, size, locked)
     }
@@ -106,7 +106,15 @@ impl SecretFactory for ProtectedMemorySecretFactory {
     }
 
     fn create_random(&self, size: usize) -> Result<ProtectedMemorySecret> {
-        self.create_filled(size, getrandom::fill)
+        self.create_filled(size, |pages| getrandom::fill(pages).map_err(Error::Random))
+    }
+
+    fn create_with(
+        &self,
+        size: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<ProtectedMemorySecret> {
+        self.create_filled(size, fill)
     }
 }
 
@@ -118,14 +126,14 @@ mod tests {
     fn random_source_failure_is_reported_and_cleaned_up() {
         let factory = ProtectedMemorySecretFactory::new();
         let err = factory
-            .create_filled(8, |_| Err(getrandom::Error::UNSUPPORTED))
+            .create_filled(8, |_| Err(Error::Random(getrandom::Error::UNSUPPORTED)))
             .unwrap_err();
         assert!(matches!(err, Error::Random(_)), "{err:?}");
         assert!(err.to_string().starts_with("could not read random bytes: "));
         // And when releasing fails too, both are reported.
         let _guard = memcall::fault::fail(memcall::Op::Protect).arm();
         let err = factory
-            .create_filled(8, |_| Err(getrandom::Error::UNSUPPORTED))
+            .create_filled(8, |_| Err(Error::Random(getrandom::Error::UNSUPPORTED)))
             .unwrap_err();
         let Error::Cleanup { error, cleanup } = &err else {
             panic!("{err:?}")
