@@ -94,15 +94,19 @@ impl Secret {
             }
         };
         let escape_error = escaped.map(|(views, quarantine)| {
-            let hold = Bound::new(py, QuarantineHold { _quarantine: quarantine });
-            let until_gone = match &hold {
-                Ok(hold) => views.hold_until_gone(py, hold.as_any()),
-                Err(_) => false,
+            let spare = quarantine.clone();
+            let until_gone = match Bound::new(py, QuarantineHold { _quarantine: quarantine }) {
+                // Keeps the hold for the life of the process itself when some view cannot be weakly referenced.
+                Ok(hold) => {
+                    drop(spare);
+                    views.hold_until_gone(py, hold.as_any())
+                }
+                Err(_) => {
+                    // No Python object to hold it: the handle stays for the life of the process.
+                    std::mem::forget(spare);
+                    false
+                }
             };
-            if let (false, Ok(hold)) = (until_gone, &hold) {
-                // Some holder cannot be weakly referenced: nothing would say when it is gone.
-                std::mem::forget(hold.clone().unbind());
-            }
             views.error(if until_gone {
                 "the secret's pages are quarantined until every one of them is gone (when the secret is closed \
                  they are wiped and left no-access, never reused for another secret)."
