@@ -272,7 +272,16 @@ impl<'py> Window<'py> {
     }
 
     fn unregister(&self) {
-        open_windows().retain(|open| !open.view.is(&self.view));
+        let removed: Vec<OpenWindow> = {
+            let mut open = open_windows();
+            let (removed, kept) = std::mem::take(&mut *open)
+                .into_iter()
+                .partition(|window| window.view.is(&self.view));
+            *open = kept;
+            removed
+        };
+        // Dropped after the lock is released: a reference count reaching zero may run Python code.
+        drop(removed);
     }
 }
 
