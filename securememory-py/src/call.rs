@@ -14,7 +14,9 @@
 //! exits normally. PyO3 guards its own re-attaching (`Python::attach`, the end of `Python::detach`) the same way.
 //!
 //! Only a thread that would have been ended anyway is affected: the access window it was in stays open until the
-//! process exits a moment later.
+//! process exits a moment later. Every call into Python made while a window is open goes through [`call`]; what
+//! is not covered is Python code run by a `__del__` when one of these frames drops the last reference to an
+//! object (the callback's return value, say) at the very moment the interpreter starts finalizing.
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -89,8 +91,8 @@ mod guarded {
 mod guarded {
     use pyo3::ffi::{self, PyObject};
 
-    /// `PyObject_Call(callable, args, NULL)`. Without `pthread_exit` (Windows ends such threads without
-    /// unwinding) there is nothing to guard against.
+    /// `PyObject_Call(callable, args, NULL)`. Elsewhere CPython ends such threads without unwinding their
+    /// stack (Windows' `_endthreadex`), so there is nothing to guard against.
     ///
     /// # Safety
     /// As `PyObject_Call`: the GIL is held, `callable` is a live object and `args` a live tuple.
