@@ -20,7 +20,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 
 current="install test tools"; step "$current"
 "${pip[@]}" install --quiet --upgrade pip
-"${pip[@]}" install --quiet "maturin>=1.9.4,<2" "pytest>=7" "cryptography>=42" "mypy>=1.10" typing_extensions
+"${pip[@]}" install --quiet "maturin>=1.9.4,<2" "pytest>=7" "cryptography>=42" "mypy>=1.10" typing_extensions "numpy>=2"
 
 current="pip install ./securememory-py"; step "$current"
 # Build into the workspace's own target dir so repeated runs reuse compiled crates.

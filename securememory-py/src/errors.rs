@@ -4,7 +4,6 @@
 //! from a builtin (`InvalidLengthError` is a `ValueError`); they are imported once, on the first error. Messages are
 //! the Rust errors' `Display`, which names sizes, limits and fixes and never secret bytes.
 
-use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -94,15 +93,6 @@ pub(crate) fn invalid_length(py: Python<'_>, len: i64) -> PyErr {
     )
 }
 
-/// A view of a secret's pages that is still held (as a buffer export) when its access window closes.
-pub(crate) fn view_still_exported(held: usize) -> PyErr {
-    PyBufferError::new_err(format!(
-        "{held} buffer(s) taken from the memoryview passed to with_bytes were still held when the callback \
-         returned; the secret's pages are protected again, so those objects must not be used. Copy what must \
-         outlive the callback (bytes(view)) or finish with it inside the callback."
-    ))
-}
-
 /// Errors of the binding: a Rust error to translate, or a Python exception to pass on as it is.
 pub(crate) enum BindingError {
     Secret(securememory::Error),
@@ -132,3 +122,23 @@ impl From<BindingError> for PyErr {
 
 /// The result type of the binding's methods.
 pub(crate) type Result<T, E = BindingError> = std::result::Result<T, E>;
+
+/// `fork()` was called inside a `with_bytes` callback and the callback returned in the child.
+pub(crate) fn forked_inside_callback(py: Python<'_>) -> PyErr {
+    FORKED.error(
+        py,
+        "fork() was called inside a with_bytes callback: the child has no copy of the secret's pages, so the \
+         view was released in the child when it started and this call fails there (the parent is unaffected)"
+            .to_owned(),
+    )
+}
+
+/// Whether `error` only says that this process is a forked child of the one that made the secret.
+pub(crate) fn is_forked(error: &securememory::Error) -> bool {
+    match error {
+        securememory::Error::Forked => true,
+        securememory::Error::Memguard(memguard::Error::Forked) => true,
+        securememory::Error::Cleanup { error, .. } => is_forked(error),
+        _ => false,
+    }
+}

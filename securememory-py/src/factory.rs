@@ -24,8 +24,8 @@ fn repr(class: &str, locking: Locking) -> String {
     format!("{class}(best_effort_locking={best_effort})")
 }
 
-/// `factory.new(source)`: copies the buffer into a secret and wipes it (a read-only buffer is copied first and
-/// only the copy is wiped). Allocation runs with the GIL released.
+/// `factory.new(source)`: copies the buffer into a secret, then wipes it (a read-only buffer is copied first and
+/// only the copy is wiped). On any error the source is left as it was. Allocation runs with the GIL released.
 fn new_secret<F>(py: Python<'_>, factory: &F, source: &Bound<'_, PyAny>) -> Result<Secret>
 where
     F: SecretFactory,
@@ -62,7 +62,8 @@ macro_rules! factory_class {
                 }
             }
 
-            /// Copies `source` into a new secret and wipes `source`.
+            /// Copies `source` into a new secret, then zeroes `source` if it is writable; on any error `source` is
+            /// left exactly as it was.
             #[pyo3(name = "new")]
             fn new_secret(&self, py: Python<'_>, source: &Bound<'_, PyAny>) -> Result<Secret> {
                 new_secret(py, &self.inner, source)

@@ -28,6 +28,18 @@ impl Secret {
     }
 }
 
+/// Keeps a secret's pages quarantined while Python objects that escaped a callback live; `weakref.finalize` calls
+/// it (a no-op) and drops it when the last of them dies.
+#[pyclass(frozen, module = "securememory._native", name = "_QuarantineHold")]
+struct QuarantineHold {
+    _quarantine: securememory::Quarantine,
+}
+
+#[pymethods]
+impl QuarantineHold {
+    fn __call__(&self) {}
+}
+
 /// Stands in, inside the Rust error, for the exception the callback raised (kept aside as a `PyErr`).
 #[derive(Debug)]
 struct CallbackRaised;
@@ -43,21 +55,34 @@ impl std::error::Error for CallbackRaised {}
 #[pymethods]
 impl Secret {
     /// Calls `func(view)` with a read-only memoryview over the secret's bytes and returns what it returns.
+    ///
+    /// Every view is released when `func` returns. If anything still refers to the view or a view derived from
+    /// it (a kept slice, a numpy array over it, a `PickleBuffer`), this raises `BufferError` instead and the
+    /// secret's pages are quarantined for as long as those objects live.
     fn with_bytes(&self, py: Python<'_>, func: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        let epoch = memcall::fork_epoch();
         let mut raised: Option<PyErr> = None;
+        let mut escaped: Option<(view::Escaped, securememory::Quarantine)> = None;
         // The GIL is released while waiting to enter the access window (another thread may be closing the
         // secret or inside its own window) and taken again only to run the callback.
         let outcome = py.detach(|| {
             self.inner.with_bytes(|bytes| {
-                Python::attach(|py| view::call_with_view(py, func.bind(py), bytes)).map_err(
-                    |error| {
-                        raised = Some(error);
-                        securememory::Error::action(CallbackRaised)
-                    },
-                )
+                Python::attach(|py| {
+                    let called = view::call_with_view(py, func.bind(py), bytes)?;
+                    if let Some(views) = called.escaped {
+                        // Quarantined while the window is still open, so that a `close` waiting for it cannot
+                        // hand the pages to another secret first.
+                        escaped = Some((views, py.detach(|| self.inner.quarantine())));
+                    }
+                    called.result
+                })
+                .map_err(|error| {
+                    raised = Some(error);
+                    securememory::Error::action(CallbackRaised)
+                })
             })
         });
-        match (outcome, raised) {
+        let result = match (outcome, raised) {
             (Ok(value), _) => Ok(value),
             (Err(securememory::Error::Action(_)), Some(callback_error)) => Err(callback_error),
             (Err(error), callback_error) => {
@@ -66,6 +91,50 @@ impl Secret {
                     error.set_cause(py, callback_error);
                 }
                 Err(error)
+            }
+        };
+        let escape_error = escaped.map(|(views, quarantine)| {
+            let spare = quarantine.clone();
+            let until_gone = match Bound::new(py, QuarantineHold { _quarantine: quarantine }) {
+                // Keeps the hold for the life of the process itself when some view cannot be weakly referenced.
+                Ok(hold) => {
+                    drop(spare);
+                    views.hold_until_gone(py, hold.as_any())
+                }
+                Err(_) => {
+                    // No Python object to hold it: the handle stays for the life of the process.
+                    std::mem::forget(spare);
+                    false
+                }
+            };
+            views.error(if until_gone {
+                "the secret's pages are quarantined until every one of them is gone (when the secret is closed \
+                 they are wiped and left no-access, never reused for another secret)."
+            } else {
+                "the secret's pages are quarantined for the life of the process, since not every holder can be \
+                 tracked (when the secret is closed they are wiped and left no-access, never reused)."
+            })
+        });
+        // `fork()` ran inside the callback and this is the child: the pages were never inherited, and the views
+        // were released in the child as it started (`view::release_all_open`).
+        let forked = (memcall::fork_epoch() != epoch).then(|| errors::forked_inside_callback(py));
+        let chain = |outer: PyErr, inner: Option<PyErr>| {
+            outer.set_cause(py, inner);
+            outer
+        };
+        match (result, escape_error, forked) {
+            (Ok(value), None, None) => Ok(value),
+            (Ok(_), escape_error, Some(forked)) => Err(chain(forked, escape_error)),
+            (Ok(_), Some(escape_error), None) => Err(escape_error),
+            (Err(error), escape_error, forked) => {
+                let error = match escape_error {
+                    Some(escape_error) => chain(escape_error, Some(error)),
+                    None => error,
+                };
+                Err(match forked {
+                    Some(forked) => chain(forked, Some(error)),
+                    None => error,
+                })
             }
         }
     }
@@ -137,9 +206,13 @@ impl Secret {
 
 impl Drop for Secret {
     /// Close on garbage collection. No callback can be running (it would hold a reference), so this does not
-    /// wait; a failure is reported the way Python reports an exception in `__del__`.
+    /// wait; a failure is reported the way Python reports an exception in `__del__`. In a forked child there is
+    /// nothing to close (the pages were never inherited), so collecting an inherited secret says nothing.
     fn drop(&mut self) {
         if let Err(error) = self.inner.close() {
+            if errors::is_forked(&error) {
+                return;
+            }
             let reported =
                 Python::try_attach(|py| errors::to_py_err(py, &error).write_unraisable(py, None));
             if reported.is_none() {

@@ -1,60 +1,165 @@
-//! The read-only memoryview a `with_bytes` callback receives, and its release when the access window closes.
+//! The read-only memoryview a `with_bytes` callback receives, and what happens to it when the window closes.
 //!
 //! The view points straight at the secret's protected pages (no copy). Once the callback returns, the pages become
-//! no-access again (or are freed by a later `close()`), so any view the callback kept must stop working before
-//! that happens: a released memoryview raises `ValueError` on every use instead of touching the pages.
+//! no-access again, and after `close()` they may back another secret, so nothing may keep using them:
 //!
-//! CPython backs a memoryview and everything derived from it (slices, `cast`, `toreadonly`, `memoryview(view)`)
-//! with one shared "managed buffer" object. Every view holds a reference to it, so its reference count tells
-//! whether the callback derived views; if so, the garbage collector's referrer list finds them all and each is
-//! released. A view whose buffer is itself still exported (another object called `PyObject_GetBuffer` on it and
-//! has not released it) cannot be released; that is reported as `BufferError`.
+//! - Every view is released: a released memoryview raises `ValueError` on every use instead of touching memory.
+//! - Anything that still refers to the view, or to a view derived from it, is an escape, reported as
+//!   `BufferError`. Releasing a view is not enough on its own: numpy (`frombuffer`, `asarray`, `array(copy=None)`)
+//!   and ctypes keep the raw pointer and merely hold a derived memoryview as their base, and an object holding a
+//!   buffer exported from a view (`pickle.PickleBuffer`) prevents its release. The caller quarantines the
+//!   secret's pages for as long as any escaped view lives ([`Escaped::hold_until_gone`]), so a stale pointer can
+//!   only ever fault, never read another secret.
+//!
+//! CPython backs a memoryview and everything derived from it (slices, `cast`, `toreadonly`, `memoryview(view)`,
+//! the memoryview numpy keeps as an array's base) with one shared "managed buffer" object. Every view holds a
+//! reference to it, so its reference count tells whether derived views are alive; the garbage collector's
+//! referrer list then finds each one. The view's own reference count tells whether something kept it.
+//!
+//! The `gc` and `weakref` functions used here are resolved once, when the module is imported ([`init`]), so that
+//! replacing `gc.get_referrers` later cannot blind the check.
 
 use std::ffi::c_char;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyBufferError, PyRuntimeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyList, PyMemoryView, PyType};
+use pyo3::types::{PyBytes, PyList, PyMemoryView, PyString, PyTuple, PyType};
 
-use crate::errors;
+use crate::call::{call, call_method};
 
 /// `PyBUF_READ` from CPython's `pybuffer.h` (stable since 3.3; pyo3 only exposes it for 3.11+ limited builds).
 const PYBUF_READ: std::ffi::c_int = 0x100;
 
-static GET_REFERENTS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static GET_REFERRERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// How many exceptions of a `__cause__`/`__context__` chain have their traceback frames cleared.
+const CHAIN_LIMIT: usize = 64;
+
+static GC_GET_REFERENTS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static GC_GET_REFERRERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static GC_COLLECT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static WEAKREF_FINALIZE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static MANAGED_BUFFER_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-/// Calls `callback(view)` with a read-only memoryview over `bytes` and returns its result, after releasing every
-/// view of `bytes` the callback may have kept.
+/// Views of access windows open right now, in any thread: released in a forked child (see [`release_all_open`]).
+static OPEN: Mutex<Vec<OpenWindow>> = Mutex::new(Vec::new());
+
+struct OpenWindow {
+    view: Py<PyMemoryView>,
+    managed_buffer: Py<PyAny>,
+}
+
+fn open_windows() -> MutexGuard<'static, Vec<OpenWindow>> {
+    // Only ever locked with the GIL held and never across a call into Python, so it is uncontended; a poisoned
+    // lock only means a panic mid-push or mid-remove, which leaves a valid vector.
+    OPEN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Resolves, once at import, every Python function the revocation uses.
 ///
-/// If the callback raised, that exception comes back unchanged, unless some view could not be released; then
-/// the `BufferError` saying so comes back with the callback's exception as its cause.
+/// # Errors
+/// The import error, or `RuntimeError` on an interpreter whose memoryviews have no managed buffer (not CPython).
+pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
+    GC_GET_REFERENTS.import(py, "gc", "get_referents")?;
+    GC_GET_REFERRERS.import(py, "gc", "get_referrers")?;
+    GC_COLLECT.import(py, "gc", "collect")?;
+    WEAKREF_FINALIZE.import(py, "weakref", "finalize")?;
+    MANAGED_BUFFER_TYPE.get_or_try_init(py, || managed_buffer_type(py))?;
+    Ok(())
+}
+
+fn resolved<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get(py)
+        .map(|function| function.bind(py))
+        .ok_or_else(|| PyRuntimeError::new_err("securememory._native was not initialised"))
+}
+
+/// What a callback run by [`call_with_view`] gave back, and which views of the secret outlived it.
+pub(crate) struct Called {
+    pub(crate) result: PyResult<Py<PyAny>>,
+    pub(crate) escaped: Option<Escaped>,
+}
+
+/// Calls `callback(view)` with a read-only memoryview over `bytes`, then releases every view of `bytes` and
+/// reports those that outlived the callback.
+///
+/// # Errors
+/// The outer error is only for failing to make the view at all (the callback did not run).
 pub(crate) fn call_with_view(
     py: Python<'_>,
     callback: &Bound<'_, PyAny>,
     bytes: &[u8],
-) -> PyResult<Py<PyAny>> {
+) -> PyResult<Called> {
     let window = Window::open(py, bytes)?;
-    let outcome = callback.call1((&window.view,));
-    match (outcome, window.close(py)) {
-        (outcome, Ok(())) => outcome.map(Bound::unbind),
-        (Ok(_), Err(release_error)) => Err(release_error),
-        (Err(callback_error), Err(release_error)) => {
-            release_error.set_cause(py, Some(callback_error));
-            Err(release_error)
-        }
+    let result = {
+        let args = PyTuple::new(py, [&window.view])?;
+        call(callback, &args)
+    };
+    let escaped = window.close(py, &result);
+    Ok(Called {
+        result: result.map(Bound::unbind),
+        escaped,
+    })
+}
+
+/// Views that outlived a callback: already released where possible, and still referenced.
+pub(crate) struct Escaped {
+    views: Vec<Py<PyMemoryView>>,
+    descriptions: Vec<String>,
+}
+
+impl Escaped {
+    /// The `BufferError` naming what escaped.
+    pub(crate) fn error(&self, quarantine: &str) -> PyErr {
+        PyBufferError::new_err(format!(
+            "{} view(s) of the secret outlived the with_bytes callback: {}. They were released where \
+             possible, but whatever kept them (such as a numpy array or ctypes object, which keep a raw \
+             pointer) must not be used: {quarantine} Copy what must outlive the callback (bytes(view)) or \
+             finish with it inside the callback.",
+            self.views.len(),
+            self.descriptions.join("; "),
+        ))
     }
+
+    /// Keeps `keep` alive for as long as any escaped view lives: a `weakref.finalize(view, keep)` per view, which
+    /// holds `keep` (a callable) until `view` dies, then calls it and drops it. Returns `false` when some view
+    /// could not be weakly referenced; `keep` then stays alive for the life of the process.
+    pub(crate) fn hold_until_gone(&self, py: Python<'_>, keep: &Bound<'_, PyAny>) -> bool {
+        let Ok(finalize) = resolved(py, &WEAKREF_FINALIZE) else {
+            return leak(keep);
+        };
+        let hold = |view: &Py<PyMemoryView>| -> PyResult<()> {
+            let args = PyTuple::new(py, [view.bind(py).as_any(), keep])?;
+            let finalizer = call(finalize, &args)?;
+            // Nothing to do at interpreter exit: the handle goes with the process.
+            finalizer.setattr(pyo3::intern!(py, "atexit"), false)
+        };
+        let mut all = true;
+        for view in &self.views {
+            all &= hold(view).is_ok();
+        }
+        all || leak(keep)
+    }
+}
+
+/// Keeps `object` alive until the process exits.
+fn leak(object: &Bound<'_, PyAny>) -> bool {
+    std::mem::forget(object.clone().unbind());
+    false
 }
 
 /// A memoryview over borrowed bytes plus what is needed to find the views derived from it.
 struct Window<'py> {
     view: Bound<'py, PyMemoryView>,
     managed_buffer: Bound<'py, PyAny>,
+    /// Reference count of the view when only this struct refers to it.
+    own_view_refcount: isize,
     /// Reference count of the managed buffer when only `view` and this struct refer to it.
-    undivided_refcount: isize,
+    own_buffer_refcount: isize,
 }
 
 impl<'py> Window<'py> {
@@ -63,7 +168,8 @@ impl<'py> Window<'py> {
             .map_err(|_| PyRuntimeError::new_err("secret too large for a memoryview"))?;
         // SAFETY:
         // - `bytes` is valid for reads of `len` bytes until this function's caller returns, and the view is
-        //   released (`Window::close`) before then; a released view never reads its memory again.
+        //   released (`Window::close`, or `release_all_open` in a forked child) before then; a released view
+        //   never reads its memory again.
         // - `PYBUF_READ` makes the view read-only, so CPython never writes through the `*mut` it is given.
         // - The GIL is held (`py`), as the call requires.
         let raw = unsafe {
@@ -82,35 +188,269 @@ impl<'py> Window<'py> {
                 return Err(error);
             }
         };
-        let undivided_refcount = refcount(&managed_buffer);
+        // Measured before the registry takes its own references, which `close` gives back first.
+        let own_view_refcount = refcount(view.as_any());
+        let own_buffer_refcount = refcount(&managed_buffer);
+        open_windows().push(OpenWindow {
+            view: view.clone().unbind(),
+            managed_buffer: managed_buffer.clone().unbind(),
+        });
         Ok(Window {
             view,
             managed_buffer,
-            undivided_refcount,
+            own_view_refcount,
+            own_buffer_refcount,
         })
     }
 
-    /// Releases the view and every view derived from it.
-    fn close(self, py: Python<'py>) -> PyResult<()> {
-        if refcount(&self.managed_buffer) <= self.undivided_refcount {
-            return release(&self.view).map_err(|_| errors::view_still_exported(1));
+    /// Whether the view, or views derived from it, are referenced from anywhere but this struct.
+    fn outlived(&self) -> (bool, bool) {
+        (
+            refcount(self.view.as_any()) > self.own_view_refcount,
+            refcount(&self.managed_buffer) > self.own_buffer_refcount,
+        )
+    }
+
+    /// The view if something else refers to it, and every live view derived from it, with what each one is.
+    fn candidates(&self, py: Python<'py>) -> Vec<(Bound<'py, PyMemoryView>, &'static str)> {
+        let (view_kept, derived_alive) = self.outlived();
+        let mut candidates = Vec::new();
+        if view_kept {
+            candidates.push((self.view.clone(), "the memoryview passed to the callback"));
         }
-        let referrers = gc_function(py, &GET_REFERRERS, "get_referrers")?
-            .call1((&self.managed_buffer,))?
-            .cast_into::<PyList>()?;
-        let mut still_exported = 0;
-        for referrer in referrers.iter() {
-            if let Ok(view) = referrer.cast::<PyMemoryView>() {
-                if release(view).is_err() {
-                    still_exported += 1;
+        if derived_alive {
+            for view in derived_views(py, &self.managed_buffer, &self.view) {
+                candidates.push((view, "a memoryview derived from it"));
+            }
+        }
+        candidates
+    }
+
+    /// Releases the view and every view derived from it; returns those still referenced from elsewhere.
+    fn close(self, py: Python<'py>, result: &PyResult<Bound<'py, PyAny>>) -> Option<Escaped> {
+        self.unregister();
+        // References that end with the call do not count: the locals of the callback's finished frames (kept
+        // by a traceback, the one raised or one the callback caught and stored), and garbage cycles.
+        if self.outlived() != (false, false) {
+            if let Err(error) = result {
+                clear_traceback_frames(py, error);
+            }
+        }
+        if self.outlived() != (false, false) {
+            clear_finished_frames_holding(py, &self.candidates(py));
+        }
+        if self.outlived() != (false, false) {
+            if let Ok(collect) = resolved(py, &GC_COLLECT) {
+                let _ = call(collect, &PyTuple::empty(py));
+            }
+        }
+        let mut escaped = self.candidates(py);
+        if escaped.is_empty() {
+            // Nothing else refers to the view: releasing it cannot fail for want of an export, but stay strict.
+            if release(&self.view).is_ok() {
+                return None;
+            }
+            escaped.push((self.view.clone(), "the memoryview passed to the callback"));
+        }
+        let returned = result.as_ref().ok();
+        let mut descriptions = Vec::with_capacity(escaped.len());
+        for (view, what) in &escaped {
+            let holders = holders_of(py, view, returned);
+            let released = if release(view).is_ok() {
+                ""
+            } else {
+                ", still exported so it could not be released"
+            };
+            descriptions.push(format!("{what} ({holders}{released})"));
+        }
+        // The passed view goes too, whether it escaped or not.
+        let _ = release(&self.view);
+        Some(Escaped {
+            views: escaped.into_iter().map(|(view, _)| view.unbind()).collect(),
+            descriptions,
+        })
+    }
+
+    fn unregister(&self) {
+        let removed: Vec<OpenWindow> = {
+            let mut open = open_windows();
+            let (removed, kept) = std::mem::take(&mut *open)
+                .into_iter()
+                .partition(|window| window.view.is(&self.view));
+            *open = kept;
+            removed
+        };
+        // Dropped after the lock is released: a reference count reaching zero may run Python code.
+        drop(removed);
+    }
+}
+
+/// In a forked child: releases every view of every access window that was open in the parent when it forked.
+///
+/// The secret's pages are not inherited (they are mapped `MADV_DONTFORK` or equivalent), so those views point at
+/// nothing, or at whatever the child maps there next. A view still exported (a `PickleBuffer`) cannot be released.
+pub(crate) fn release_all_open(py: Python<'_>) {
+    let windows: Vec<(Py<PyMemoryView>, Py<PyAny>)> = open_windows()
+        .iter()
+        .map(|open| (open.view.clone_ref(py), open.managed_buffer.clone_ref(py)))
+        .collect();
+    for (view, managed_buffer) in windows {
+        let view = view.into_bound(py);
+        for derived in derived_views(py, managed_buffer.bind(py), &view) {
+            let _ = release(&derived);
+        }
+        let _ = release(&view);
+    }
+}
+
+/// The live memoryviews other than `view` that share `managed_buffer`.
+fn derived_views<'py>(
+    py: Python<'py>,
+    managed_buffer: &Bound<'py, PyAny>,
+    view: &Bound<'py, PyMemoryView>,
+) -> Vec<Bound<'py, PyMemoryView>> {
+    let Ok(get_referrers) = resolved(py, &GC_GET_REFERRERS) else {
+        return Vec::new();
+    };
+    let Ok(args) = PyTuple::new(py, [managed_buffer]) else {
+        return Vec::new();
+    };
+    let Ok(referrers) = call(get_referrers, &args).and_then(|list| Ok(list.cast_into::<PyList>()?))
+    else {
+        return Vec::new();
+    };
+    let derived: Vec<Bound<'py, PyMemoryView>> = referrers
+        .iter()
+        .filter_map(|referrer| referrer.cast_into::<PyMemoryView>().ok())
+        .filter(|referrer| !referrer.is(view))
+        .collect();
+    // Drop the referrer list now: it refers to every view and would count as one of their holders.
+    drop(referrers);
+    derived
+}
+
+/// Says what keeps `view` alive, by type name, as far as the garbage collector can see.
+fn holders_of(
+    py: Python<'_>,
+    view: &Bound<'_, PyMemoryView>,
+    returned: Option<&Bound<'_, PyAny>>,
+) -> String {
+    let mut names: Vec<String> = Vec::new();
+    if returned.is_some_and(|value| value.is(view)) {
+        names.push("returned by the callback".to_owned());
+    }
+    if let (Ok(get_referrers), Ok(args)) =
+        (resolved(py, &GC_GET_REFERRERS), PyTuple::new(py, [view]))
+    {
+        let referrers = call(get_referrers, &args).and_then(|list| Ok(list.cast_into::<PyList>()?));
+        if let Ok(referrers) = referrers {
+            // The argument tuple refers to the view too.
+            for referrer in referrers.iter().filter(|referrer| !referrer.is(&args)) {
+                let name = format!("held by {}", type_name(&referrer.get_type()));
+                if !names.contains(&name) {
+                    names.push(name);
                 }
             }
         }
-        match still_exported {
-            0 => Ok(()),
-            held => Err(errors::view_still_exported(held)),
+    }
+    if names.is_empty() {
+        "held by an object the garbage collector does not track, such as a numpy array".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// `module.QualifiedName`, or just the name for builtins.
+fn type_name(class: &Bound<'_, PyType>) -> String {
+    let qualname = class
+        .qualname()
+        .map(|name| name.to_string())
+        .unwrap_or_else(|_| "?".to_owned());
+    match class.module() {
+        Ok(module) if module.to_cow().is_ok_and(|m| m != "builtins") => {
+            format!("{module}.{qualname}")
+        }
+        _ => qualname,
+    }
+}
+
+/// Clears the locals of the (finished) frames in the tracebacks of `error` and of its cause/context chain.
+///
+/// Those frames are the callback's and what it called; a local there may be the view or an array over it, and
+/// the traceback would keep it alive long after `with_bytes` returned.
+fn clear_traceback_frames(py: Python<'_>, error: &PyErr) {
+    let clear = pyo3::intern!(py, "clear");
+    let mut exception: Option<Bound<'_, PyAny>> = Some(error.value(py).clone().into_any());
+    // The raised exception's traceback is kept by the error itself (before 3.12 it is not yet the
+    // exception's `__traceback__`); those of its cause and context are theirs.
+    let mut traceback = error.traceback(py).map(Bound::into_any);
+    for _ in 0..CHAIN_LIMIT {
+        let Some(current) = exception.take() else {
+            break;
+        };
+        let mut traceback = traceback
+            .take()
+            .or_else(|| current.getattr(pyo3::intern!(py, "__traceback__")).ok());
+        while let Some(tb) = traceback.filter(|tb| !tb.is_none()) {
+            if let Ok(frame) = tb.getattr(pyo3::intern!(py, "tb_frame")) {
+                // A frame still executing refuses (RuntimeError); the callback's frames have all finished.
+                let _ = call_method(&frame, clear, &PyTuple::empty(py));
+            }
+            traceback = tb.getattr(pyo3::intern!(py, "tb_next")).ok();
+        }
+        exception = ["__cause__", "__context__"]
+            .into_iter()
+            .filter_map(|name| current.getattr(name).ok())
+            .find(|linked| !linked.is_none());
+    }
+}
+
+/// `CO_GENERATOR | CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR` from CPython's `code.h`.
+const SUSPENDABLE_CODE: u32 = 0x20 | 0x80 | 0x100 | 0x200;
+
+/// Clears the locals of finished function frames that refer to one of `views`.
+///
+/// A frame kept alive by a traceback (an exception the callback caught and stored) holds the callback's locals,
+/// the view among them, although it will never run again. A frame that is still running refuses to be cleared
+/// and a generator's or coroutine's frame is left alone (it may resume and use the view): those are escapes.
+fn clear_finished_frames_holding(py: Python<'_>, views: &[(Bound<'_, PyMemoryView>, &str)]) {
+    let Ok(get_referrers) = resolved(py, &GC_GET_REFERRERS) else {
+        return;
+    };
+    for (view, _) in views {
+        let Ok(args) = PyTuple::new(py, [view]) else {
+            continue;
+        };
+        let Ok(referrers) =
+            call(get_referrers, &args).and_then(|list| Ok(list.cast_into::<PyList>()?))
+        else {
+            continue;
+        };
+        for referrer in referrers.iter() {
+            if !is_frame(&referrer) {
+                continue;
+            }
+            let suspendable = referrer
+                .getattr(pyo3::intern!(py, "f_code"))
+                .and_then(|code| code.getattr(pyo3::intern!(py, "co_flags")))
+                .and_then(|flags| flags.extract::<u32>())
+                .map_or(true, |flags| flags & SUSPENDABLE_CODE != 0);
+            if !suspendable {
+                // A running frame refuses (RuntimeError): it is a real holder.
+                let _ = call_method(&referrer, pyo3::intern!(py, "clear"), &PyTuple::empty(py));
+            }
         }
     }
+}
+
+fn is_frame(object: &Bound<'_, PyAny>) -> bool {
+    let class = object.get_type();
+    class
+        .name()
+        .is_ok_and(|name| name.to_cow().is_ok_and(|name| name == "frame"))
+        && class
+            .module()
+            .is_ok_and(|module| module.to_cow().is_ok_and(|module| module == "builtins"))
 }
 
 /// The managed buffer behind `view`: a memoryview's only GC referent, checked to be CPython's `managedbuffer`.
@@ -119,10 +459,10 @@ fn managed_buffer_of<'py>(
     view: &Bound<'py, PyMemoryView>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let expected = MANAGED_BUFFER_TYPE
-        .get_or_try_init(py, || managed_buffer_type(py))?
+        .get(py)
+        .ok_or_else(no_managed_buffer)?
         .bind(py);
-    let referents = gc_function(py, &GET_REFERENTS, "get_referents")?
-        .call1((view,))?
+    let referents = call(resolved(py, &GC_GET_REFERENTS)?, &PyTuple::new(py, [view])?)?
         .cast_into::<PyList>()?;
     if referents.len() == 1 {
         let referent = referents.get_item(0)?;
@@ -136,9 +476,11 @@ fn managed_buffer_of<'py>(
 /// The type of CPython's managed buffer object, found once through a probe memoryview.
 fn managed_buffer_type(py: Python<'_>) -> PyResult<Py<PyType>> {
     let probe = PyMemoryView::from(PyBytes::new(py, b"").as_any())?;
-    let referents = gc_function(py, &GET_REFERENTS, "get_referents")?
-        .call1((&probe,))?
-        .cast_into::<PyList>()?;
+    let referents = call(
+        resolved(py, &GC_GET_REFERENTS)?,
+        &PyTuple::new(py, [&probe])?,
+    )?
+    .cast_into::<PyList>()?;
     if referents.len() == 1 {
         let class = referents.get_item(0)?.get_type();
         if class.name()?.to_cow()? == "managedbuffer" {
@@ -156,19 +498,12 @@ fn no_managed_buffer() -> PyErr {
 
 /// `memoryview.release()`: fails with `BufferError` while something holds a buffer exported from this view.
 fn release(view: &Bound<'_, PyMemoryView>) -> PyResult<()> {
-    view.call_method0(pyo3::intern!(view.py(), "release"))
-        .map(drop)
+    let py = view.py();
+    let name: &Bound<'_, PyString> = pyo3::intern!(py, "release");
+    call_method(view.as_any(), name, &PyTuple::empty(py)).map(drop)
 }
 
 fn refcount(object: &Bound<'_, PyAny>) -> ffi::Py_ssize_t {
     // SAFETY: `object` is a live object (the `Bound` owns a reference) and the GIL is held (`Bound` proves it).
     unsafe { ffi::Py_REFCNT(object.as_ptr()) }
-}
-
-fn gc_function<'py>(
-    py: Python<'py>,
-    cell: &'static PyOnceLock<Py<PyAny>>,
-    name: &str,
-) -> PyResult<&'py Bound<'py, PyAny>> {
-    cell.import(py, "gc", name)
 }

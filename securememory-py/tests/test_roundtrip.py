@@ -79,6 +79,24 @@ def test_new_rejects_empty_sources(factory, empty) -> None:
         factory.new(empty)
 
 
+def test_failed_new_leaves_the_source_as_it_was(factory) -> None:
+    """Documented on new(): the source is wiped only once the secret exists. The MemoryLockError case runs in a
+    child process with a low RLIMIT_MEMLOCK (test_errors.py::test_memlock_limit_raises_memory_lock_error_naming_the_limit
+    asserts the 4096-byte source is kept there)."""
+    backing = bytearray(b"header" + KEY)
+    empty_slice = memoryview(backing)[6:6]
+    with pytest.raises(InvalidLengthError):
+        factory.new(empty_slice)  # an empty window onto a buffer that holds data
+    assert backing == bytearray(b"header" + KEY)
+    strided = memoryview(backing)[::2]
+    with pytest.raises(TypeError):
+        factory.new(strided)
+    assert backing == bytearray(b"header" + KEY)
+    with factory.new(memoryview(backing)[6:]) as secret:  # and on success only the bytes passed are wiped
+        assert secret.with_bytes(bytes) == KEY
+    assert backing == bytearray(b"header" + bytes(len(KEY)))
+
+
 def test_the_view_is_read_only_and_covers_the_secret(factory) -> None:
     with factory.new(bytearray(KEY)) as secret:
 

@@ -117,6 +117,7 @@ def test_nested_with_bytes_while_another_thread_closes_does_not_deadlock(factory
 def test_threads_keeping_slices_while_another_closes_leave_only_released_views(factory) -> None:
     secret = factory.new(bytearray(KEY))
     kept: list[memoryview] = []
+    reported: list[int] = []
     errors: list[BaseException] = []
     start = threading.Barrier(5)
 
@@ -126,6 +127,8 @@ def test_threads_keeping_slices_while_another_closes_leave_only_released_views(f
             for _ in range(200):
                 try:
                     secret.with_bytes(lambda view: kept.append(view[1:9]))
+                except BufferError:
+                    reported.append(1)
                 except SecretClosedError:
                     return
         except BaseException as error:  # recorded and asserted on below
@@ -142,6 +145,7 @@ def test_threads_keeping_slices_while_another_closes_leave_only_released_views(f
         thread.join(timeout=120)
     assert errors == []
     assert kept
+    assert len(reported) == len(kept)  # every kept slice was reported
     for view in kept:
         with pytest.raises(ValueError):
             bytes(view)

@@ -1,7 +1,8 @@
-"""A memoryview kept past with_bytes never reads protected or freed memory: it raises ValueError."""
+"""A view kept past with_bytes is an error (BufferError), and a kept memoryview never reads memory: it is released."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 import textwrap
 
 import pytest
+
+import securememory
 
 KEY = bytes(range(100, 132))
 
@@ -48,23 +51,29 @@ def assert_all_released(kept: list[memoryview]) -> None:
         assert view != KEY  # comparing a released view compares identity, never memory
 
 
-def test_kept_views_raise_value_error_while_secret_is_open(factory) -> None:
+def test_kept_views_are_reported_and_released_while_secret_is_open(factory) -> None:
     kept: list[memoryview] = []
     with factory.new(bytearray(KEY)) as secret:
-        secret.with_bytes(keep(kept))
+        with pytest.raises(BufferError, match="6 view") as raised:
+            secret.with_bytes(keep(kept))
+        message = str(raised.value)
+        assert "the memoryview passed to the callback (held by list)" in message
+        assert message.count("a memoryview derived from it (held by list)") == 5
+        assert "quarantined" in message
         assert_all_released(kept)
-        assert secret.with_bytes(bytes) == KEY
+        assert secret.with_bytes(bytes) == KEY  # the secret itself is still usable
 
 
-def test_kept_views_raise_value_error_after_close(factory) -> None:
+def test_kept_views_are_released_after_close(factory) -> None:
     kept: list[memoryview] = []
     secret = factory.new(bytearray(KEY))
-    secret.with_bytes(keep(kept))
+    with pytest.raises(BufferError):
+        secret.with_bytes(keep(kept))
     secret.close()
     assert_all_released(kept)
 
 
-def test_view_kept_by_raising_callback_is_released(factory) -> None:
+def test_view_kept_by_raising_callback_is_reported_with_the_exception_as_cause(factory) -> None:
     kept: list[memoryview] = []
 
     def callback(view: memoryview) -> None:
@@ -72,9 +81,40 @@ def test_view_kept_by_raising_callback_is_released(factory) -> None:
         raise KeyError("boom")
 
     with factory.new(bytearray(KEY)) as secret:
-        with pytest.raises(KeyError):
+        with pytest.raises(BufferError) as raised:
             secret.with_bytes(callback)
+        assert isinstance(raised.value.__cause__, KeyError)
     assert_all_released(kept)
+
+
+def test_views_only_in_a_raising_callbacks_locals_are_not_an_escape(factory) -> None:
+    """The traceback keeps the callback's frame, and so its locals, alive; those locals are cleared."""
+
+    def callback(view: memoryview) -> None:
+        head = view[:4]
+        grid = view.cast("B", shape=[4, 8])
+        assert head[0] == grid[0, 0]
+        raise KeyError("boom")
+
+    with factory.new(bytearray(KEY)) as secret:
+        with pytest.raises(KeyError) as raised:
+            secret.with_bytes(callback)
+        assert raised.value.__cause__ is None
+        assert raised.value.__traceback__ is not None
+
+
+def test_view_in_a_garbage_cycle_is_not_an_escape(factory) -> None:
+    def callback(view: memoryview) -> int:
+        cycle: list[object] = [view[1:]]
+        cycle.append(cycle)
+        return len(cycle)
+
+    gc.disable()  # the cycle survives the callback; with_bytes itself collects it
+    try:
+        with factory.new(bytearray(KEY)) as secret:
+            assert secret.with_bytes(callback) == 2
+    finally:
+        gc.enable()
 
 
 def test_views_used_inside_the_callback_work(factory) -> None:
@@ -92,7 +132,7 @@ def test_buffer_export_held_past_the_callback_is_reported(factory) -> None:
     """An object still holding a buffer exported from the view is reported as BufferError (it must not be used)."""
     held: list[pickle.PickleBuffer] = []
     with factory.new(bytearray(KEY)) as secret:
-        with pytest.raises(BufferError, match="still held"):
+        with pytest.raises(BufferError, match=r"held by pickle\.PickleBuffer, still exported"):
             secret.with_bytes(lambda view: held.append(pickle.PickleBuffer(view)))
         held[0].release()  # releasing does not read the memory
         assert secret.with_bytes(bytes) == KEY
@@ -140,7 +180,12 @@ CHILD = textwrap.dedent(
     for factory in factories:
         kept = []
         secret = factory.new(bytearray(range(64)))
-        secret.with_bytes(lambda v: kept.extend([v, v[8:], v.cast("B", shape=[8, 8]), memoryview(v)]))
+        try:
+            secret.with_bytes(lambda v: kept.extend([v, v[8:], v.cast("B", shape=[8, 8]), memoryview(v)]))
+        except BufferError:
+            pass
+        else:
+            sys.exit("kept views were not reported")
         for closing in (False, True):
             if closing:
                 secret.close()
@@ -165,10 +210,12 @@ def test_kept_views_never_crash_a_child_process_100_runs() -> None:
         assert child.stdout.strip() == "ok"
 
 
-def test_returned_view_is_released(factory) -> None:
+def test_returned_view_is_reported_and_released(factory) -> None:
+    kept: list[memoryview] = []
     with factory.new(bytearray(KEY)) as secret:
-        view = secret.with_bytes(lambda v: v)
-        assert_all_released([view])
+        with pytest.raises(BufferError, match="returned by the callback"):
+            secret.with_bytes(lambda v: kept.append(v) or v)
+        assert_all_released(kept)
 
 
 def test_unreleasable_export_and_raising_callback_reports_both(factory) -> None:
@@ -183,3 +230,34 @@ def test_unreleasable_export_and_raising_callback_reports_both(factory) -> None:
             secret.with_bytes(callback)
         assert isinstance(raised.value.__cause__, KeyError)
         held[0].release()
+
+
+def test_monkey_patching_gc_after_import_changes_nothing(factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gc functions were resolved when the module was imported; patched ones are never called."""
+    calls: list[str] = []
+
+    def blind(name: str):
+        def patched(*args: object) -> list[object]:
+            calls.append(name)
+            return []
+
+        return patched
+
+    for name in ("get_referrers", "get_referents", "collect"):
+        monkeypatch.setattr(gc, name, blind(name))
+    monkeypatch.setattr("weakref.finalize", lambda *args: calls.append("finalize"))
+    kept: list[memoryview] = []
+    with factory.new(bytearray(KEY)) as secret:
+        with pytest.raises(BufferError, match="6 view"):
+            secret.with_bytes(keep(kept))
+        assert secret.with_bytes(bytes) == KEY
+    assert_all_released(kept)
+    assert calls == []
+
+
+def test_a_failing_callback_that_kept_nothing_still_raises_only_its_exception(factory) -> None:
+    with factory.new(bytearray(KEY)) as secret:
+        with pytest.raises(ZeroDivisionError) as raised:
+            secret.with_bytes(lambda view: view[0] / 0)
+        assert raised.value.__cause__ is None
+        assert securememory.Secret.with_bytes(secret, bytes) == KEY

@@ -10,11 +10,13 @@ b'0123'
 True
 
 * ``ProtectedMemorySecretFactory`` / ``MemguardSecretFactory`` make :class:`Secret` objects from a buffer
-  (``new``, which wipes a writable source) or from the OS random generator (``create_random``).
+  (``new``, which wipes a writable source once the secret exists and leaves it intact on any error) or from the
+  OS random generator (``create_random``).
 * ``Secret.with_bytes(fn)`` calls ``fn`` with a read-only ``memoryview`` over the protected pages themselves (no
   copy) and returns its result. The view, and every view sliced or cast from it, is released when ``fn``
-  returns: keeping one raises ``ValueError`` on use instead of reading protected or freed memory. Copy what
-  must outlive ``fn`` (``bytes(view)``) -- that copy is ordinary memory.
+  returns. Keeping one (or a numpy array over it) past ``fn`` raises ``BufferError`` and quarantines the
+  secret's pages while the kept objects live, so they can never read another secret. Copy what must outlive
+  ``fn`` (``bytes(view)``) -- that copy is ordinary memory.
 * ``Secret.reader()`` is a binary file object (:class:`io.RawIOBase`).
 * ``trim_caches()`` gives the locked pages kept for reuse by closed secrets back to the OS.
 * Errors derive from :class:`SecureMemoryError` (see :mod:`securememory.exceptions`).

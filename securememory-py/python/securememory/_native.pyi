@@ -19,9 +19,16 @@ class Secret:
     def with_bytes(self, func: Callable[[memoryview], _T]) -> _T:
         """Calls ``func(view)`` with a read-only memoryview over the secret's bytes and returns its result.
 
-        The view (and every view derived from it) is released when ``func`` returns; using a kept one raises
-        ``ValueError``. An exception raised by ``func`` propagates unchanged and the pages are protected again.
-        Raises ``SecretClosedError`` once the secret is closed.
+        The view, and every view sliced, cast or re-wrapped from it, is released when ``func`` returns (using one
+        raises ``ValueError``). Keeping any of them past ``func`` is an error: if anything still refers to the
+        view or a derived view (a list, a returned view, a numpy array made by ``frombuffer``/``asarray``/
+        ``array(copy=None)``, a ``pickle.PickleBuffer``), ``BufferError`` is raised naming what escaped (with
+        ``func``'s own exception, if any, as its ``__cause__``), and the secret's pages are quarantined until
+        every such object is gone: once the secret is closed they are wiped and left no-access, never reused,
+        so a stale pointer faults instead of reading another secret. Copy what must outlive ``func``
+        (``bytes(view)``). An exception raised by ``func`` otherwise propagates unchanged.
+        Raises ``SecretClosedError`` once the secret is closed, and ``ForkedProcessError`` in a child process
+        (including in the child of a ``fork()`` made inside ``func``, where the views are released at once).
         """
 
     def reader(self) -> SecretReader:
@@ -57,10 +64,18 @@ class ProtectedMemorySecretFactory:
 
     def __new__(cls, *, best_effort_locking: bool = False) -> Self: ...
     def new(self, source: Buffer) -> Secret:
-        """Copies ``source`` into a new secret and wipes it.
+        """Copies ``source`` into a new secret, then wipes ``source``.
 
-        A writable buffer (``bytearray``, writable ``memoryview``, ...) is zeroed in place; an immutable one
-        (``bytes``) cannot be wiped, only copied. Do not use the buffer from another thread meanwhile.
+        On success a writable buffer (``bytearray``, writable ``memoryview``, ``array.array``, ...) is zeroed in
+        place; an immutable one (``bytes``) cannot be wiped: it is copied through a temporary buffer that is
+        zeroed, and the object itself is left as it was.
+
+        On any error no secret exists and ``source`` is left exactly as it was, so the call can be retried (wipe
+        it yourself if you give up): ``InvalidLengthError`` for an empty source, ``MemoryLockError`` at the
+        locked-memory limit, ``MemoryProtectionError`` when pages cannot be mapped or protected, ``TypeError``
+        for an object that is not a contiguous bytes-like buffer.
+
+        Do not use the buffer from another thread meanwhile (the GIL is released during the copy).
         """
 
     def create_random(self, size: int) -> Secret:
@@ -72,7 +87,8 @@ class MemguardSecretFactory:
 
     def __new__(cls, *, best_effort_locking: bool = False) -> Self: ...
     def new(self, source: Buffer) -> Secret:
-        """Copies ``source`` into a new secret and wipes it (see ``ProtectedMemorySecretFactory.new``)."""
+        """Copies ``source`` into a new secret, then wipes ``source``; on any error ``source`` is left exactly as
+        it was (see ``ProtectedMemorySecretFactory.new``)."""
 
     def create_random(self, size: int) -> Secret:
         """A new secret of ``size`` bytes from the OS random generator."""
