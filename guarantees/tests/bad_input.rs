@@ -118,10 +118,9 @@ fn huge_mappable_sizes() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let after = guarantees::proc_stats::Footprint::now();
-    ensure(
-        after.locked == before.locked && after.mappings == before.mappings,
-        || format!("failed huge allocations left something behind: {before:?} -> {after:?}"),
-    )?;
+    ensure(after.library_changes_since(&before).is_empty(), || {
+        format!("failed huge allocations left something behind: {before:?} -> {after:?}")
+    })?;
     Ok(())
 }
 

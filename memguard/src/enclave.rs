@@ -238,9 +238,11 @@ impl Enclave {
     /// As [`open_mutable`](Self::open_mutable) with explicit associated data.
     pub(crate) fn open_mutable_bound(&self, ad: &[u8]) -> Result<LockedBuffer> {
         self.check_epoch()?;
-        let mut buffer = LockedBuffer::new(self.size())?;
+        // Decrypted into a buffer not yet registered for purge, so a concurrent purge cannot destroy it
+        // half-made; it is registered once complete.
+        let mut buffer = LockedBuffer::unregistered(self.size(), crate::Locking::Required)?;
         self.open_into_bound(ad, &mut buffer.bytes_mut().map_err(purged_as_failed)?)?;
-        Ok(buffer)
+        Ok(buffer.registered())
     }
 
     fn check_epoch(&self) -> Result<()> {

@@ -1,4 +1,5 @@
-//! The crate's error type. Messages carry sizes and addresses, never buffer contents.
+//! The crate's error type. Messages carry sizes, never buffer contents or addresses (those stay in the fields
+//! and in `Debug`).
 
 use std::fmt;
 use std::io;
@@ -68,10 +69,11 @@ impl fmt::Display for Error {
                 write!(f, "invalid buffer size {len}: must be at least 1 and fit in memory")
             }
             Error::Memory(e) => write!(f, "memory operation failed: {e}"),
-            Error::CanaryCorrupted { addr, len } => write!(
+            // The address stays in the fields and in `Debug`; user-facing text does not reveal the layout.
+            Error::CanaryCorrupted { len, .. } => write!(
                 f,
-                "canary verification failed for the {len}-byte buffer at {addr:#x}: memory around it was \
-                 overwritten (the buffer was wiped and freed anyway)"
+                "canary verification failed for a {len}-byte buffer: memory around it was overwritten (the \
+                 buffer was wiped and freed anyway)"
             ),
             Error::DecryptionFailed => {
                 f.write_str("decryption failed: key is wrong or ciphertext is corrupt")
@@ -81,14 +83,15 @@ impl fmt::Display for Error {
             Error::OutOfRange { offset, len } => {
                 write!(f, "offset {offset} is past the end of a {len}-byte buffer")
             }
-            Error::Misaligned { align, addr } => write!(
+            Error::Misaligned { align, .. } => write!(
                 f,
-                "buffer data at {addr:#x} is not aligned to {align} bytes or too short for this view"
+                "buffer data is not aligned to {align} bytes or too short for this view"
             ),
             Error::Utf8(e) => write!(f, "buffer is not valid UTF-8: {e}"),
             Error::Random(e) => write!(f, "the OS random number generator failed: {e}"),
             Error::Forked => f.write_str(
-                "buffer belongs to the parent process; a forked child has no mapping for it",
+                "the buffer, enclave or coffer belongs to the parent process: a forked child has no mapping \
+                 for it or its key",
             ),
             Error::Io(e) => write!(f, "reading the buffer's source failed: {e}"),
             Error::StillAccessed => f.write_str(

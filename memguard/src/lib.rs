@@ -29,6 +29,15 @@
 //! ```
 //!
 //! # What differs from Go
+//! - [`purge`], [`safe_exit`] and caught signals never hang: accesses on other threads are waited for at most
+//!   [`PURGE_GRACE`], then their buffers are wiped in place and made no-access under them; the exit paths also
+//!   wipe an access on the calling thread at once. A leaked guard is [`Error::StillAccessed`] where the lock is
+//!   needed, never a deadlock.
+//! - [`LockedBuffer::from_reader_until`] returns the bytes read with an `UnexpectedEof` error when the input
+//!   ends before the delimiter (Go: the bytes with `io.EOF`; empty input: Go a null buffer with `io.EOF`, here
+//!   the error with no bytes); see [`ReadError::ended_early`].
+//! - A forked child that did not call `catch_signal` itself gets the default action for the signals its parent
+//!   caught (Go's handler thread would not exist there either, and the signal would be swallowed).
 //! - Every failure is an [`Error`] value: Go panics on any syscall failure and then purges every buffer in the
 //!   process; here one failed allocation affects nobody else. A zero size is [`Error::InvalidLength`], not an
 //!   inert "null buffer". Memory-lock exhaustion says which limit was hit and how to raise it.

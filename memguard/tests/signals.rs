@@ -253,7 +253,6 @@ fn signals_and_purge_in_a_forked_child() {
 /// fork: purge in the child must not join the parent's rekey thread either (that part belongs to the enclave
 /// key, `core/coffer.rs`).
 #[test]
-#[ignore = "needs the fork-aware enclave key from core/coffer.rs: the child's purge joins the parent's rekey thread"]
 fn signals_and_purge_in_a_forked_child_with_an_enclave_key() {
     const NAME: &str = "signals_and_purge_in_a_forked_child_with_an_enclave_key";
     if common::scenario().as_deref() == Some(NAME) {

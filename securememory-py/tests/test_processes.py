@@ -100,12 +100,6 @@ POOL_CHILD = textwrap.dedent(
 
 
 @needs_fork
-@pytest.mark.xfail(
-    strict=True,
-    reason="the memcall/memguard page pools are not yet fork-aware: a child reuses pages its parent pooled, which "
-    "MADV_DONTFORK left unmapped in the child, so the first new() of either flavour in a forked worker dies by "
-    "SIGSEGV (exit codes [-11, -11, -11, -11]); remove this mark when the pool fix is merged",
-)
 def test_forked_multiprocessing_workers_create_and_use_secrets(tmp_path) -> None:
     script = tmp_path / "pool_child.py"
     script.write_text(POOL_CHILD)

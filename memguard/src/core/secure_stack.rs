@@ -151,7 +151,9 @@ mod imp {
 
     fn new_cache() -> Mutex<Vec<Stack>> {
         static REGISTER: Once = Once::new();
-        REGISTER.call_once(|| memcall::pool::register_trim_hook(trim));
+        REGISTER.call_once(|| {
+            memcall::pool::register_trim_hook(trim);
+        });
         Mutex::new(Vec::new())
     }
 
