@@ -1,12 +1,9 @@
 //! Support for the end-to-end guarantee tests of securememory-rs (the tests live in `tests/`).
 //!
 //! A guarantee such as "unreadable outside the access window" or "never in a core dump" can only be shown by a
-//! process that dies, dumps core or hits a limit. This library holds what every such test needs:
-//! - [`child`]: re-running the test binary on one scenario and asserting how that process ended;
-//! - [`core_file`]: allowing core dumps, finding the core file, hex markers that never sit in memory in binary
-//!   form until they are decoded into their destination, and scanning for them;
-//! - [`proc_stats`]: `VmLck`, `VmRSS`, mapping counts and a scan of the process's own memory from `/proc`;
-//! - [`watchdog`]: a bound on how long a scenario may run before the process aborts.
+//! process that dies, dumps core or hits a limit. The machinery for that (child processes, core files, `/proc`
+//! footprints, watchdogs) and the scenarios `securememory doctor` also runs live in the `proofs` crate; this
+//! crate re-exports it for the tests.
 //!
 //! Linux only: the guarantees are proven where they run (other platforms are type-checked elsewhere).
 //!
@@ -23,12 +20,13 @@
 //! | no leak over time | `soak.rs` (release): 10^6 create/close cycles, `VmLck`, the library's mappings, `VmRSS` flat |
 //! | bad input is a typed error, never a crash | `bad_input.rs` |
 //! | the kernel agrees: `lo`, `dd`, `dc`, `---` at rest, `r--` inside | `kernel_view.rs` (and each protection report) |
+//! | the doctor's scenarios, at CI's sizes | `doctor_scenarios.rs`: every entry of the proof registry (`proofs::scenarios::REGISTRY`) |
 #![cfg(target_os = "linux")]
 
-pub mod child;
-pub mod core_file;
-pub mod proc_stats;
-pub mod watchdog;
+pub use proofs::{
+    announce_touch, child, core_file, dispatch, proc_stats, run_child, scenarios, watchdog,
+};
+pub use proofs::{ChildOutcome, Launcher, Watchdog};
 
-pub use child::{announce_touch, dispatch, run_child, ChildOutcome, Scenario};
-pub use watchdog::Watchdog;
+/// A scenario local to one test file (see [`dispatch`]).
+pub type Scenario = proofs::LocalScenario;

@@ -140,7 +140,8 @@ fn no_window_of_a_core_file_opens_an_enclave_while_another_thread_seals() {
         return;
     };
     for run in 0..5 {
-        let dir = core_file::scratch_dir(&format!("enclave-key-{run}"));
+        let dir = guarantees::child::scratch_dir(&format!("enclave-key-{run}"))
+            .expect("a scratch directory");
         let control_hex = core_file::random_hex(32);
         let control_key: [u8; 32] = core_file::unhex(&control_hex).try_into().unwrap();
         let control = Enclave::sealed_with_key(&control_key, PLAINTEXT).unwrap();

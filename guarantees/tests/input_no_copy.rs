@@ -74,7 +74,9 @@ fn child_entry() {
 #[test]
 fn a_key_file_is_read_into_the_secret_without_a_copy() {
     let hex = core_file::random_hex(32);
-    let path = core_file::scratch_dir("input-no-copy").join("key");
+    let path = guarantees::child::scratch_dir("input-no-copy")
+        .expect("a scratch directory")
+        .join("key");
     std::fs::write(&path, core_file::unhex(&hex)).unwrap();
     let outcome = guarantees::run_child("from_file")
         .env(KEY_VAR, &hex)

@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// Can this host keep secrets in memory, and how fast?
 ///
@@ -49,6 +49,10 @@ pub struct DoctorArgs {
     /// Print one JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Keep each check's evidence on the check's own line, however wide (the text otherwise goes on indented
+    /// lines wrapped to 100 columns).
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]
@@ -59,79 +63,14 @@ pub struct BenchArgs {
     /// Print one JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Exit with status 1 when any row that has a goal misses it (for CI and scripts; a plain run only
+    /// reports).
+    #[arg(long)]
+    pub check: bool,
     /// Run only the cases whose name contains this text.
     #[arg(long)]
     pub filter: Option<String>,
     /// Repetitions each median is taken over (default 11, or 7 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub reps: Option<u64>,
-}
-
-/// Which kind of secret a child scenario holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Flavour {
-    /// A bare `memcall::Region`, locked and no-access at rest: the page layer under both flavours.
-    #[value(name = "memcall-region")]
-    Region,
-    /// `securememory::ProtectedMemorySecret`.
-    #[value(name = "protected-memory")]
-    ProtectedMemory,
-    /// `securememory::MemguardSecret` (guard pages and canary).
-    #[value(name = "memguard")]
-    Memguard,
-}
-
-impl Flavour {
-    pub const ALL: [Flavour; 3] = [Flavour::Region, Flavour::ProtectedMemory, Flavour::Memguard];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Flavour::Region => "memcall-region",
-            Flavour::ProtectedMemory => "protected-memory",
-            Flavour::Memguard => "memguard",
-        }
-    }
-}
-
-/// Internal: one scenario run in a child process by `doctor` (`securememory __child <scenario>`). Kept out of
-/// [`Cli`] so that help, completions and the man page show only what users run.
-#[derive(Debug, Parser)]
-#[command(name = "securememory __child", hide = true)]
-pub struct ChildArgs {
-    #[command(subcommand)]
-    pub scenario: Scenario,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Scenario {
-    /// Probe kernel features that could kill the caller under a strict seccomp filter.
-    Probe,
-    /// Allocate secrets until the locked-memory limit stops us; print how many fitted.
-    Fill {
-        #[arg(long, value_enum)]
-        flavour: Flavour,
-        #[arg(long)]
-        size: usize,
-        /// Stop after this many even if nothing failed.
-        #[arg(long)]
-        cap: u64,
-        /// Give up CAP_IPC_LOCK first, so the limit binds as for an unprivileged service.
-        #[arg(long)]
-        drop_ipc_lock: bool,
-    },
-    /// Hold a secret, then read its page outside an access window (must die of SIGSEGV).
-    Fault {
-        #[arg(long, value_enum)]
-        flavour: Flavour,
-        /// Touch the first byte after the data (the trailing guard page) instead of the data.
-        #[arg(long)]
-        past_end: bool,
-    },
-    /// Hold one secret per flavour and a heap marker, then abort to dump core into the working directory.
-    Core,
-    /// Hold a secret, fork, and try to read it from the forked child.
-    Fork {
-        #[arg(long, value_enum)]
-        flavour: Flavour,
-    },
 }

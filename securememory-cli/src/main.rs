@@ -5,50 +5,21 @@
 #[cfg(unix)]
 mod bench;
 #[cfg(unix)]
-mod child;
-#[cfg(unix)]
 mod cli;
 #[cfg(unix)]
 mod doctor;
 #[cfg(unix)]
-mod holder;
-#[cfg(unix)]
 mod report;
-#[cfg(unix)]
-mod sys;
 
 #[cfg(unix)]
 use clap::Parser;
 
 #[cfg(unix)]
-use cli::{ChildArgs, Cli, Command, Scenario};
+use cli::{Cli, Command};
 
+/// The hidden first argument that starts a registry scenario in a child process (see `proofs::child`).
 #[cfg(unix)]
-fn run_child(args: &ChildArgs) -> i32 {
-    match &args.scenario {
-        Scenario::Probe => {
-            child::emit(&doctor::host::kernel_probes());
-            0
-        }
-        Scenario::Fill {
-            flavour,
-            size,
-            cap,
-            drop_ipc_lock,
-        } => {
-            child::emit(&doctor::capacity::fill(
-                *flavour,
-                *size,
-                *cap,
-                *drop_ipc_lock,
-            ));
-            0
-        }
-        Scenario::Fault { flavour, past_end } => doctor::scenarios::fault(*flavour, *past_end),
-        Scenario::Core => doctor::scenarios::core(),
-        Scenario::Fork { flavour } => doctor::scenarios::fork(*flavour),
-    }
-}
+pub const CHILD_SUBCOMMAND: &str = "__child";
 
 /// The command definition users see.
 #[cfg(unix)]
@@ -77,10 +48,11 @@ fn print_man_page() -> i32 {
 
 #[cfg(unix)]
 fn main() {
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == child::CHILD_SUBCOMMAND) {
-        args.remove(1);
-        std::process::exit(run_child(&ChildArgs::parse_from(args)));
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == CHILD_SUBCOMMAND) {
+        proofs::dispatch(&[]);
+        eprintln!("securememory: {CHILD_SUBCOMMAND} is internal to the doctor");
+        std::process::exit(2);
     }
     let cli = Cli::parse_from(args);
     let code = match &cli.command {

@@ -1,32 +1,8 @@
 //! Output helpers shared by `doctor` and `bench`: verdicts, aligned text tables, byte sizes, progress on stderr.
 
-use std::fmt;
 use std::io::{IsTerminal, Write};
 
-use serde::Serialize;
-
-/// The verdict of one check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Fail,
-    /// Informational: not a guarantee, but worth knowing.
-    Warn,
-    /// The check cannot be carried out on this host.
-    Skip,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Status::Pass => "PASS",
-            Status::Fail => "FAIL",
-            Status::Warn => "WARN",
-            Status::Skip => "SKIP",
-        })
-    }
-}
+pub use proofs::Status;
 
 /// A text table with left-aligned columns.
 pub struct Table {
@@ -48,6 +24,12 @@ impl Table {
 
     /// The table with columns padded to their widest cell; the last column is never padded.
     pub fn render(&self) -> String {
+        self.render_within(None)
+    }
+
+    /// As [`Table::render`], with the last column wrapped (continuation lines aligned under it) so no line is
+    /// wider than `max` columns, when given.
+    pub fn render_within(&self, max: Option<usize>) -> String {
         let cols = self.header.len();
         let mut width = vec![0; cols];
         for row in std::iter::once(&self.header).chain(&self.rows) {
@@ -55,14 +37,30 @@ impl Table {
                 width[i] = width[i].max(cell.chars().count());
             }
         }
+        let start: usize = width.iter().take(cols - 1).map(|w| w + 2).sum();
+        let wrap_at = max.map(|max| max.saturating_sub(start).max(20));
+        if let Some(w) = wrap_at {
+            width[cols - 1] = width[cols - 1].min(w);
+        }
         let mut out = String::new();
         let mut line = |row: &[String]| {
             let mut text = String::new();
             for (i, cell) in row.iter().enumerate().take(cols) {
-                if i + 1 == cols {
-                    text.push_str(cell);
-                } else {
+                if i + 1 < cols {
                     text.push_str(&format!("{cell:<w$}  ", w = width[i]));
+                    continue;
+                }
+                let last = match wrap_at {
+                    Some(w) => wrap(cell, w),
+                    None => vec![cell.clone()],
+                };
+                for (n, part) in last.iter().enumerate() {
+                    if n > 0 {
+                        out.push_str(text.trim_end());
+                        out.push('\n');
+                        text = " ".repeat(start);
+                    }
+                    text.push_str(part);
                 }
             }
             out.push_str(text.trim_end());
@@ -76,6 +74,35 @@ impl Table {
         }
         out
     }
+}
+
+/// `text` in lines of at most `width` characters, broken between words (a longer word is split).
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        while word.len() > width {
+            if !current.is_empty() {
+                lines.push(std::mem::take(&mut current));
+            }
+            lines.push(word.drain(..width).collect());
+        }
+        let word: String = word.into_iter().collect();
+        let len = current.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(&word);
+    }
+    if !current.is_empty() || lines.is_empty() {
+        lines.push(current);
+    }
+    lines
 }
 
 /// "8 MiB", "4 KiB", "123 bytes", "unlimited".
@@ -142,6 +169,23 @@ mod tests {
         let text = t.render();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines, ["a    bb  c", "---  --  ----", "µµµ  x   last"]);
+    }
+
+    #[test]
+    fn long_last_cells_wrap_under_their_column() {
+        let mut t = Table::new(&["a", "b"]);
+        t.row(vec![
+            "x".into(),
+            "one two three four five six seven eight nine ten".into(),
+        ]);
+        let text = t.render_within(Some(24));
+        assert!(text.lines().all(|l| l.chars().count() <= 24), "{text}");
+        assert!(
+            text.contains("\n   "),
+            "continuation lines are indented: {text}"
+        );
+        assert_eq!(wrap("abcdefgh", 3), ["abc", "def", "gh"]);
+        assert_eq!(wrap("", 10), [""]);
     }
 
     #[test]

@@ -242,29 +242,53 @@ fn help_and_version_work_and_bad_sizes_are_refused() {
 }
 
 #[test]
-fn guard_page_proof_discriminates_guarded_from_unguarded_secrets() {
-    use std::os::unix::process::ExitStatusExt;
-    // Read one byte past the data during an access: a guarded secret faults there, an unguarded one (whose
-    // page is readable past its 32 bytes) does not, and the scenario then exits with status 3.
-    let guarded = securememory(&["__child", "fault", "--flavour", "memguard", "--past-end"]);
-    assert_eq!(guarded.status.signal(), Some(libc::SIGSEGV), "{guarded:?}");
-    let unguarded = securememory(&[
-        "__child",
-        "fault",
-        "--flavour",
-        "protected-memory",
-        "--past-end",
-    ]);
-    assert_eq!(unguarded.status.code(), Some(3), "{unguarded:?}");
-    // Read at rest: every flavour faults.
-    for flavour in ["memcall-region", "protected-memory", "memguard"] {
-        let at_rest = securememory(&["__child", "fault", "--flavour", flavour]);
-        assert_eq!(
-            at_rest.status.signal(),
-            Some(libc::SIGSEGV),
-            "{flavour}: {at_rest:?}"
+fn doctor_text_fits_100_columns_unless_wide_and_json_checks_name_their_scenario() {
+    let narrow = Command::new(env!("CARGO_BIN_EXE_securememory"))
+        .args(["doctor"])
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&narrow.stdout);
+    assert!(text.contains("Checks and live proofs"), "{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "{line:?}");
+    }
+    let wide = securememory(&["doctor", "--wide"]);
+    let wide_text = String::from_utf8_lossy(&wide.stdout);
+    assert!(
+        wide_text.lines().any(|l| l.chars().count() > 100),
+        "{wide_text}"
+    );
+    assert_eq!(narrow.status.code(), wide.status.code());
+
+    let report = stdout_json(&securememory(&["doctor", "--json"]));
+    let registry = ["probe", "fill", "fault", "fork", "core"];
+    for check in report["checks"].as_array().expect("checks") {
+        match &check["scenario"] {
+            Value::Null => {}
+            Value::String(name) => assert!(registry.contains(&name.as_str()), "{check}"),
+            other => panic!("scenario must be a name or null, not {other}: {check}"),
+        }
+    }
+    for proof in report["proofs"].as_array().expect("proofs") {
+        assert!(proof["scenario"].is_string(), "{proof}");
+    }
+    for scenario in ["probe", "fill", "fault", "fork", "core"] {
+        assert!(
+            report["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["scenario"] == scenario),
+            "no check ran {scenario}"
         );
     }
+}
+
+#[test]
+fn the_internal_child_entry_refuses_to_run_without_a_scenario() {
+    let out = securememory(&["__child"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 #[test]

@@ -17,12 +17,8 @@ impl FloorPair {
         region
             .lock()
             .map_err(|e| format!("the floor needs a locked region: {e}"))?;
-        let page = memcall::page_size();
-        for i in 0..pages {
-            // SAFETY: the region is read-write and ours; `i * page` is inside it. The write makes the page
-            // resident, as a secret's page is.
-            unsafe { region.as_ptr().add(i * page).write_volatile(1) };
-        }
+        // Resident pages, as a live secret's are.
+        proofs::sys::make_resident(&region).map_err(|e| e.to_string())?;
         region
             .protect(Protection::NoAccess)
             .map_err(|e| e.to_string())?;
@@ -58,7 +54,7 @@ impl Getrandom32 {
 impl Workload for Getrandom32 {
     fn run(&mut self, iters: u64) -> Result<(), String> {
         for _ in 0..iters {
-            crate::sys::getrandom(&mut self.buf).map_err(|e| e.to_string())?;
+            proofs::sys::getrandom(&mut self.buf).map_err(|e| e.to_string())?;
             std::hint::black_box(&self.buf);
         }
         Ok(())

@@ -218,5 +218,50 @@ pub fn run(args: &BenchArgs) -> i32 {
             started.elapsed().as_secs_f64()
         );
     }
+    let missed = missed_goals(&rows);
+    if args.check && !missed.is_empty() {
+        eprintln!(
+            "securememory bench --check: {} goal(s) missed: {}",
+            missed.len(),
+            missed.join(", ")
+        );
+        return 1;
+    }
     0
+}
+
+/// The rows with a goal that missed it or could not be measured (what `--check` fails on).
+fn missed_goals(rows: &[Row]) -> Vec<&'static str> {
+    rows.iter()
+        .filter(|r| r.goal != "reference" && r.pass != Some(true))
+        .map(|r| r.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cases::Goal;
+    use super::*;
+
+    #[test]
+    fn check_fails_on_missed_and_unmeasured_goals_only() {
+        let row = |name, goal: Goal, pass| Row {
+            pass,
+            ..unavailable(
+                &Case {
+                    name,
+                    goal,
+                    ..cases::all().into_iter().next().expect("a case")
+                },
+                String::new(),
+            )
+        };
+        let rows = [
+            row("met", Goal::Ratio(2.0), Some(true)),
+            row("missed", Goal::Ratio(2.0), Some(false)),
+            row("unmeasured", Goal::AtMostNs(5.0), None),
+            row("reference", Goal::Reference, None),
+        ];
+        assert_eq!(missed_goals(&rows), ["missed", "unmeasured"]);
+    }
 }

@@ -23,11 +23,11 @@ pub struct Sample {
 }
 
 pub fn time_batch(w: &mut dyn Workload, iters: u64) -> Result<Sample, String> {
-    let cpu = crate::sys::process_cpu_ns();
+    let cpu = proofs::sys::process_cpu_ns();
     let start = Instant::now();
     w.run(iters)?;
     let wall = start.elapsed().as_nanos() as f64;
-    let cpu = crate::sys::process_cpu_ns().saturating_sub(cpu) as f64;
+    let cpu = proofs::sys::process_cpu_ns().saturating_sub(cpu) as f64;
     Ok(Sample {
         wall: wall / iters as f64,
         cpu: cpu / iters as f64,

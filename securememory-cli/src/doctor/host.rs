@@ -1,11 +1,9 @@
 //! Facts about this host: OS, locked-memory limit, core-dump settings and which per-region protections work.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::child::{self, ChildOptions};
-use crate::cli::Flavour;
-use crate::holder::Holder;
-use crate::sys;
+use proofs::scenarios::probe::{self, Probe, SecretProtections};
+use proofs::{sys, Launcher};
 
 #[derive(Debug, Serialize)]
 pub struct HostFacts {
@@ -54,88 +52,6 @@ pub struct CoreFacts {
     pub dumpable: Option<bool>,
     /// /proc/self/coredump_filter.
     pub coredump_filter: Option<String>,
-}
-
-impl CoreFacts {
-    /// The program cores are piped to, when core_pattern starts with `|`.
-    pub fn pipe_target(&self) -> Option<&str> {
-        self.core_pattern
-            .as_deref()
-            .and_then(|p| p.strip_prefix('|'))
-            .map(str::trim)
-    }
-}
-
-/// Outcome of probing one protection.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Probe {
-    pub works: bool,
-    pub detail: String,
-}
-
-impl Probe {
-    fn from_outcome(o: memcall::Outcome) -> Probe {
-        Probe {
-            works: o.is_applied(),
-            detail: o.to_string(),
-        }
-    }
-}
-
-/// What the kernel-feature child reports.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct KernelProbes {
-    pub guard_install: Probe,
-    pub memfd_secret: Probe,
-    /// The library's own report for one fresh secret of each flavour.
-    #[serde(default)]
-    pub secrets: Vec<SecretProtections>,
-}
-
-/// `Secret::protections()` of one fresh secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SecretProtections {
-    pub flavour: String,
-    pub locked: bool,
-    pub locked_bytes: usize,
-    pub no_dump: bool,
-    pub no_fork: bool,
-    pub guard_pages: bool,
-    pub canary: bool,
-    pub fork_detection: bool,
-    /// The library's one-line summary, or why no secret could be made.
-    pub summary: String,
-}
-
-fn secret_protections(flavour: Flavour) -> Option<SecretProtections> {
-    let holder = match Holder::zeroed(flavour, 32) {
-        Ok(h) => h,
-        Err(e) => {
-            return Some(SecretProtections {
-                flavour: flavour.name().to_owned(),
-                locked: false,
-                locked_bytes: 0,
-                no_dump: false,
-                no_fork: false,
-                guard_pages: false,
-                canary: false,
-                fork_detection: false,
-                summary: format!("could not create a secret: {}", e.message),
-            })
-        }
-    };
-    let r = holder.protections()?;
-    Some(SecretProtections {
-        flavour: flavour.name().to_owned(),
-        locked: r.locked,
-        locked_bytes: r.locked_bytes,
-        no_dump: r.no_dump.is_applied(),
-        no_fork: r.no_fork.is_applied(),
-        guard_pages: r.guard_pages,
-        canary: r.canary,
-        fork_detection: r.fork_detection,
-        summary: r.to_string(),
-    })
 }
 
 #[derive(Debug, Serialize)]
@@ -220,64 +136,8 @@ fn core_facts() -> CoreFacts {
     }
 }
 
-/// Runs in the `probe` child: syscalls a seccomp filter might answer by killing the process.
-pub fn kernel_probes() -> KernelProbes {
-    let guard_install = match sys::probe_guard_install() {
-        Ok(()) => Probe {
-            works: true,
-            detail: "MADV_GUARD_INSTALL accepted".to_owned(),
-        },
-        Err(e) => Probe {
-            works: false,
-            detail: format!("MADV_GUARD_INSTALL refused: {e}"),
-        },
-    };
-    let memfd_secret = match sys::probe_memfd_secret() {
-        Ok(()) => Probe {
-            works: true,
-            detail: "memfd_secret page created, mapped, written and released".to_owned(),
-        },
-        Err((stage, e)) => Probe {
-            works: false,
-            detail: format!("{stage} failed: {e}"),
-        },
-    };
-    let secrets = Flavour::ALL
-        .into_iter()
-        .filter_map(secret_protections)
-        .collect();
-    KernelProbes {
-        guard_install,
-        memfd_secret,
-        secrets,
-    }
-}
-
-fn probes_in_child() -> KernelProbes {
-    let failed = |why: String| KernelProbes {
-        guard_install: Probe {
-            works: false,
-            detail: why.clone(),
-        },
-        memfd_secret: Probe {
-            works: false,
-            detail: why,
-        },
-        secrets: Vec::new(),
-    };
-    match child::run(&["probe".to_owned()], &ChildOptions::default()) {
-        Ok(out) => out.report().unwrap_or_else(|| {
-            failed(format!(
-                "the probe process {} without a report (a seccomp filter may forbid these calls)",
-                out.describe()
-            ))
-        }),
-        Err(e) => failed(format!("could not start the probe process: {e}")),
-    }
-}
-
-fn protections() -> Protections {
-    let kernel = probes_in_child();
+fn protections(launcher: &Launcher) -> Protections {
+    let kernel = probe::run(launcher);
     let (no_dump, no_fork, no_huge_pages) = match memcall::Region::alloc(1) {
         Ok(r) => {
             let h = r.hardening();
@@ -307,13 +167,13 @@ fn protections() -> Protections {
 }
 
 /// Gathers every host fact (spawns one short probe child).
-pub fn gather() -> HostFacts {
+pub fn gather(launcher: &Launcher) -> HostFacts {
     HostFacts {
         os: os_facts(),
         page_size: memcall::page_size(),
         max_map_count: read_trimmed("/proc/sys/vm/max_map_count").and_then(|v| v.parse().ok()),
         memlock: memlock_facts(),
         core: core_facts(),
-        protections: protections(),
+        protections: protections(launcher),
     }
 }

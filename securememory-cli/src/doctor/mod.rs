@@ -1,24 +1,31 @@
 //! `securememory doctor`: can this host keep secrets? Host facts, capacity, live proofs and a verdict.
 
 pub mod capacity;
-mod core_file;
 pub mod host;
-pub mod proofs;
 mod render;
-pub mod scenarios;
 
 use serde::Serialize;
 
-use crate::cli::{DoctorArgs, Flavour};
+use crate::cli::DoctorArgs;
 use crate::report::{Progress, Status};
 use capacity::Capacity;
-use host::{HostFacts, MemlockFacts, Probe};
-use proofs::Proof;
+use host::{HostFacts, MemlockFacts};
+use proofs::scenarios::core::{self as core_proof, CoreParams, Keep};
+use proofs::scenarios::fault::{self, FaultParams};
+use proofs::scenarios::fork::{self, ForkParams};
+use proofs::scenarios::probe::{self, Probe};
+use proofs::{Flavour, Launcher, Verdict};
+
+/// Secrets per flavour the core-file proof holds (one of them inside an access window).
+const CORE_SECRETS_PER_FLAVOUR: usize = 2;
 
 /// One line of the verdict.
 #[derive(Debug, Serialize)]
 pub struct Check {
     pub check: String,
+    /// The proof registry scenario this check ran (`proofs::scenarios::REGISTRY`), so the CI test that runs
+    /// the same one can be found; `None` for facts read without a child process.
+    pub scenario: Option<&'static str>,
     pub status: Status,
     pub detail: String,
     /// How to fix it, when it failed or warns.
@@ -32,7 +39,7 @@ pub struct DoctorReport {
     pub expected_secrets: u64,
     pub host: HostFacts,
     pub capacity: Vec<Capacity>,
-    pub proofs: Vec<Proof>,
+    pub proofs: Vec<Verdict>,
     pub checks: Vec<Check>,
     /// Names of the checks that failed (empty: every guarantee holds here).
     pub failing: Vec<String>,
@@ -95,6 +102,7 @@ fn capacity_check(c: &Capacity, memlock: &MemlockFacts, expect: u64) -> Check {
     let fix = (status != Status::Pass).then(|| memlock_fix(needed));
     Check {
         check,
+        scenario: Some(c.scenario),
         status,
         detail,
         fix,
@@ -116,6 +124,7 @@ fn protection_check(name: &str, probe: &Probe, required: bool, note: &str, fix: 
     };
     Check {
         check: name.to_owned(),
+        scenario: None,
         status,
         detail,
         fix: (!probe.works).then(|| fix.to_owned()),
@@ -126,6 +135,7 @@ fn soft_below_hard(memlock: &MemlockFacts) -> Option<Check> {
     match (memlock.soft_bytes, memlock.hard_bytes) {
         (Some(soft), hard) if hard.is_none_or(|h| h > soft) => Some(Check {
             check: "memlock soft limit".to_owned(),
+            scenario: None,
             status: Status::Warn,
             detail: format!(
                 "the soft limit ({}) is below the hard limit ({})",
@@ -141,7 +151,7 @@ fn soft_below_hard(memlock: &MemlockFacts) -> Option<Check> {
     }
 }
 
-fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Proof], expect: u64) -> Vec<Check> {
+fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Verdict], expect: u64) -> Vec<Check> {
     let mut out: Vec<Check> = caps
         .iter()
         .map(|c| capacity_check(c, &host.memlock, expect))
@@ -186,11 +196,14 @@ fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Proof], expect: u64) ->
          a seccomp profile that allows syscall 447",
     ));
     for s in &p.secrets {
-        let guarded = s.flavour != Flavour::Memguard.name() || (s.guard_pages && s.canary);
-        let ok = s.locked && s.no_dump && s.no_fork && s.fork_detection && guarded;
         out.push(Check {
             check: format!("secret protections ({})", s.flavour),
-            status: if ok { Status::Pass } else { Status::Fail },
+            scenario: Some(probe::SCENARIO.name),
+            status: if s.complete() {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
             detail: s.summary.clone(),
             fix: (!s.locked).then(|| memlock_fix(s.locked_bytes.max(4096) as u64)),
         });
@@ -198,6 +211,7 @@ fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Proof], expect: u64) ->
     for proof in proofs {
         out.push(Check {
             check: format!("proof {} ({})", proof.proof, proof.flavour),
+            scenario: Some(proof.scenario),
             status: proof.status,
             detail: proof.evidence.clone(),
             fix: None,
@@ -206,35 +220,68 @@ fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Proof], expect: u64) ->
     out
 }
 
+/// The core-file proof at the doctor's size: a few secrets of each flavour, one inside an access window.
+fn core_file_proof(launcher: &Launcher) -> Vec<Verdict> {
+    let kinds: Vec<Flavour> = (0..CORE_SECRETS_PER_FLAVOUR)
+        .flat_map(|_| Flavour::ALL)
+        .collect();
+    let params = CoreParams::new(kinds, 1, Keep::Function);
+    match core_proof::dump(launcher, &params) {
+        Ok(run) => core_proof::judge(&params, &run),
+        Err(e) => Flavour::ALL
+            .iter()
+            .map(|f| Verdict {
+                scenario: core_proof::SCENARIO.name,
+                proof: "not-in-core-file",
+                flavour: f.name(),
+                status: Status::Fail,
+                evidence: format!("could not start the child process: {e}"),
+            })
+            .collect(),
+    }
+}
+
 /// Runs the doctor and prints its report; returns the process exit status.
 pub fn run(args: &DoctorArgs) -> i32 {
+    let launcher = Launcher::with_args(&[crate::CHILD_SUBCOMMAND]);
     let mut progress = Progress::new();
     progress.step("doctor: reading host facts and probing protections");
-    let host = host::gather();
-    let flavours: Vec<Flavour> = Flavour::ALL.to_vec();
+    let host = host::gather(&launcher);
     let mut capacity = Vec::new();
-    for f in &flavours {
+    for f in Flavour::ALL {
         progress.step(&format!(
             "doctor: counting how many {}-byte {} secrets fit",
             args.size,
             f.name()
         ));
-        capacity.push(capacity::capacity(*f, args.size, &host.memlock));
+        capacity.push(capacity::capacity(&launcher, f, args.size, &host.memlock));
     }
     let mut proofs = Vec::new();
-    for f in flavours.iter().copied() {
+    for flavour in Flavour::ALL {
         progress.step(&format!(
             "doctor: proving a touch faults and forks cannot read ({})",
-            f.name()
+            flavour.name()
         ));
-        proofs.push(proofs::fault_on_touch(f));
-        if f == Flavour::Memguard {
-            proofs.push(proofs::guard_page_after_data(f));
+        proofs.push(fault::prove(
+            &launcher,
+            FaultParams {
+                flavour,
+                past_end: false,
+            },
+        ));
+        if flavour == Flavour::Memguard {
+            proofs.push(fault::prove(
+                &launcher,
+                FaultParams {
+                    flavour,
+                    past_end: true,
+                },
+            ));
         }
-        proofs.push(proofs::not_readable_after_fork(f));
+        proofs.push(fork::prove(&launcher, ForkParams { flavour }));
     }
     progress.step("doctor: dumping core of a child that holds secrets");
-    proofs.extend(core_file::not_in_core_file(&host.core));
+    proofs.extend(core_file_proof(&launcher));
     progress.done();
 
     let checks = checks(&host, &capacity, &proofs, args.expect);
@@ -263,7 +310,7 @@ pub fn run(args: &DoctorArgs) -> i32 {
             }
         }
     } else {
-        print!("{}", render::text(&report));
+        print!("{}", render::text(&report, args.wide));
     }
     if report.ok {
         0

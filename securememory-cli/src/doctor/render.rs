@@ -3,7 +3,10 @@
 use std::fmt::Write;
 
 use super::DoctorReport;
-use crate::report::{bytes, Status, Table};
+use crate::report::{bytes, wrap, Status, Table};
+
+/// The width the text report keeps to unless `--wide` is given.
+pub const WIDTH: usize = 100;
 
 fn yes_no(v: Option<bool>) -> &'static str {
     match v {
@@ -13,7 +16,7 @@ fn yes_no(v: Option<bool>) -> &'static str {
     }
 }
 
-fn host_section(r: &DoctorReport, out: &mut String) {
+fn host_section(r: &DoctorReport, max: Option<usize>, out: &mut String) {
     let h = &r.host;
     let mut t = Table::new(&["host", "value"]);
     t.row(vec![
@@ -83,10 +86,10 @@ fn host_section(r: &DoctorReport, out: &mut String) {
             .clone()
             .unwrap_or_else(|| "unknown".into()),
     ]);
-    out.push_str(&t.render());
+    out.push_str(&t.render_within(max));
 }
 
-fn capacity_section(r: &DoctorReport, out: &mut String) {
+fn capacity_section(r: &DoctorReport, max: Option<usize>, out: &mut String) {
     let _ = writeln!(
         out,
         "\nHow many {}-byte secrets fit under the locked-memory limit",
@@ -94,12 +97,11 @@ fn capacity_section(r: &DoctorReport, out: &mut String) {
     );
     let mut t = Table::new(&[
         "flavour",
-        "locked/secret (calc)",
-        "mapped/secret (calc)",
+        "locked/secret",
+        "mapped/secret",
         "by arithmetic",
         "measured",
-        "measured cost of one more",
-        "how measured",
+        "measured cost of one more; how measured",
     ]);
     for c in &r.capacity {
         let (measured, how) = match (&c.measured, &c.not_measured) {
@@ -129,32 +131,47 @@ fn capacity_section(r: &DoctorReport, out: &mut String) {
             c.by_arithmetic
                 .map_or("unbounded".to_owned(), |n| n.to_string()),
             measured,
-            c.measured
-                .as_ref()
-                .and_then(|m| m.marginal.as_ref())
-                .map_or("-".to_owned(), |g| {
-                    format!(
-                        "{:.0} B locked, {:.0} B mapped, {:.2} mappings",
-                        g.locked_bytes, g.mapped_bytes, g.mappings
-                    )
-                }),
-            how,
+            format!(
+                "{}; {how}",
+                c.measured
+                    .as_ref()
+                    .and_then(|m| m.marginal.as_ref())
+                    .map_or("-".to_owned(), |g| {
+                        format!(
+                            "{:.0} B locked, {:.0} B mapped, {:.2} mappings",
+                            g.locked_bytes, g.mapped_bytes, g.mappings
+                        )
+                    })
+            ),
         ]);
     }
-    out.push_str(&t.render());
+    out.push_str(&t.render_within(max));
 }
 
-fn checks_section(r: &DoctorReport, out: &mut String) {
+fn checks_section(r: &DoctorReport, max: Option<usize>, out: &mut String) {
     out.push_str("\nChecks and live proofs\n");
-    let mut t = Table::new(&["status", "check", "evidence"]);
-    for c in &r.checks {
-        t.row(vec![
-            c.status.to_string(),
-            c.check.clone(),
-            c.detail.clone(),
-        ]);
+    match max {
+        None => {
+            let mut t = Table::new(&["status", "check", "evidence"]);
+            for c in &r.checks {
+                t.row(vec![
+                    c.status.to_string(),
+                    c.check.clone(),
+                    c.detail.clone(),
+                ]);
+            }
+            out.push_str(&t.render());
+        }
+        Some(max) => {
+            // Evidence on indented lines of its own, so the table fits a terminal.
+            for c in &r.checks {
+                let _ = writeln!(out, "{}  {}", c.status, c.check);
+                for line in wrap(&c.detail, max - 4) {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
     }
-    out.push_str(&t.render());
     // Checks that share a fix (the same limit for several flavours) get one line.
     let mut fixes: Vec<(Vec<String>, &str)> = Vec::new();
     for c in r.checks.iter().filter(|c| c.status != Status::Pass) {
@@ -169,32 +186,43 @@ fn checks_section(r: &DoctorReport, out: &mut String) {
     if !fixes.is_empty() {
         out.push_str("\nFixes\n");
         for (names, fix) in fixes {
-            let _ = writeln!(out, "- {}: {fix}", names.join(", "));
+            let text = format!("{}: {fix}", names.join(", "));
+            for (n, line) in wrap(&text, max.unwrap_or(usize::MAX) - 2)
+                .iter()
+                .enumerate()
+            {
+                let _ = writeln!(out, "{}{line}", if n == 0 { "- " } else { "  " });
+            }
         }
     }
 }
 
-/// The whole report as text.
-pub fn text(r: &DoctorReport) -> String {
+/// The whole report as text: within [`WIDTH`] columns, or with each check on one line however long when
+/// `wide`.
+pub fn text(r: &DoctorReport, wide: bool) -> String {
+    let max = (!wide).then_some(WIDTH);
     let mut out = format!(
         "securememory doctor {}: can this host keep secrets?\n\n",
         r.version
     );
-    host_section(r, &mut out);
-    capacity_section(r, &mut out);
-    checks_section(r, &mut out);
+    host_section(r, max, &mut out);
+    capacity_section(r, max, &mut out);
+    checks_section(r, max, &mut out);
     let count = |st: Status| r.checks.iter().filter(|c| c.status == st).count();
     let (warn, skip) = (count(Status::Warn), count(Status::Skip));
-    if r.ok && warn + skip == 0 {
-        out.push_str("\nResult: every guarantee holds on this host.\n");
+    let result = if r.ok && warn + skip == 0 {
+        "Result: every guarantee holds on this host.".to_owned()
     } else if r.ok {
-        let _ = writeln!(
-            out,
-            "\nResult: every guarantee that could be checked holds on this host ({warn} warning(s), {skip} check(s) \
+        format!(
+            "Result: every guarantee that could be checked holds on this host ({warn} warning(s), {skip} check(s) \
              not possible here; see above)."
-        );
+        )
     } else {
-        let _ = writeln!(out, "\nResult: FAILING: {}", r.failing.join(", "));
+        format!("Result: FAILING: {}", r.failing.join(", "))
+    };
+    out.push('\n');
+    for line in wrap(&result, max.unwrap_or(usize::MAX)) {
+        let _ = writeln!(out, "{line}");
     }
     out
 }

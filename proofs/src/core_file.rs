@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// Where the kernel sends core dumps (`/proc/sys/kernel/core_pattern`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,9 +40,12 @@ pub const SKIP_VAR: &str = "SECUREMEMORY_SKIP_CORE_TESTS";
 /// # Panics
 /// When no core file can be written here and the skip was not asked for.
 pub fn file_pattern_or_skip() -> Option<String> {
-    let why_not = match (core_pattern(), core_limit().1) {
+    let why_not = match (
+        core_pattern(),
+        crate::sys::core_limit().ok().and_then(|l| l.1),
+    ) {
         (CorePattern::Piped(program), _) => format!("core_pattern pipes core dumps to {program:?}"),
-        (CorePattern::File(_), 0) => "the hard RLIMIT_CORE is 0".to_owned(),
+        (CorePattern::File(_), Some(0)) => "the hard RLIMIT_CORE is 0".to_owned(),
         (CorePattern::File(pattern), _) => return Some(pattern),
     };
     assert!(
@@ -52,77 +56,123 @@ pub fn file_pattern_or_skip() -> Option<String> {
     None
 }
 
-/// `(soft, hard)` `RLIMIT_CORE` of this process.
-pub fn core_limit() -> (u64, u64) {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `rl` is a valid, writable `rlimit`.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut rl) };
-    assert_eq!(rc, 0, "getrlimit(RLIMIT_CORE)");
-    (rl.rlim_cur, rl.rlim_max)
-}
-
 /// Raises the soft `RLIMIT_CORE` to the hard one, so an abort writes a core file (allowed without privilege).
 ///
 /// # Errors
 /// When the hard limit is 0 (no core can be written) or `setrlimit` fails.
 pub fn allow_core_dumps() -> Result<(), String> {
-    let (_, hard) = core_limit();
-    if hard == 0 {
+    if let Ok((_, Some(0))) = crate::sys::core_limit() {
         return Err("the hard RLIMIT_CORE is 0: this process cannot write a core file".into());
     }
-    let rl = libc::rlimit {
-        rlim_cur: hard,
-        rlim_max: hard,
-    };
-    // SAFETY: `rl` is a valid `rlimit`; raising the soft limit up to the hard one is always allowed.
-    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &rl) } != 0 {
-        return Err(format!(
-            "setrlimit(RLIMIT_CORE): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    crate::sys::raise_core_limit().map_err(|e| format!("setrlimit(RLIMIT_CORE): {e}"))
 }
 
-/// The core file a child running in `dir` left behind, if any. A relative `pattern` puts cores in the child's
-/// directory, an absolute one where it says; `%p`-style placeholders match anything.
-pub fn find_core(dir: &Path, pattern: &str) -> Option<PathBuf> {
-    let pattern = Path::new(pattern);
-    let dir = match pattern.parent() {
-        Some(parent) if pattern.is_absolute() => parent,
-        _ => dir,
+/// The directory core files land in for a child whose working directory is `cwd`, or why none can be read.
+///
+/// # Errors
+/// When `core_pattern` pipes cores to a program or puts them in a per-process directory.
+pub fn core_dir(pattern: &CorePattern, cwd: &Path) -> Result<PathBuf, String> {
+    let pattern = match pattern {
+        CorePattern::Piped(target) => {
+            return Err(format!(
+                "core_pattern pipes core files to `{target}` (a crash collector such as systemd-coredump or \
+                 apport), so no core file can be read back here; inspect one with that tool (e.g. `coredumpctl dump`)"
+            ))
+        }
+        CorePattern::File(pattern) => pattern,
     };
-    let name = pattern.file_name()?.to_string_lossy();
-    let prefix = name.split('%').next().unwrap_or_default().to_owned();
-    let entries = std::fs::read_dir(dir).ok()?;
-    entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+    let parent = Path::new(pattern).parent().unwrap_or(Path::new(""));
+    if parent.to_string_lossy().contains('%') {
+        return Err(format!(
+            "core_pattern `{pattern}` puts cores in a per-process directory"
+        ));
+    }
+    Ok(if parent.is_absolute() {
+        parent.to_path_buf()
+    } else {
+        cwd.join(parent)
     })
 }
 
-/// A fresh, empty directory for one child (to catch its core file).
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("securememory-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
+/// The files of `dir` now, to tell a new core file from older ones.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// The newest file of `dir` modified since `since` that is not among `before`: the core file of a child that
+/// ran meanwhile.
+pub fn new_core(dir: &Path, since: SystemTime, before: &[PathBuf]) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| !before.contains(&e.path()))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter(|(m, p)| *m >= since && p.is_file())
+        .max_by_key(|(m, _)| *m)
+        .map(|(_, p)| p)
+}
+
+/// The core file a child that ran in the fresh directory `dir` left behind, if any.
+pub fn find_core(dir: &Path, pattern: &str) -> Option<PathBuf> {
+    let cores = core_dir(&CorePattern::File(pattern.to_owned()), dir).ok()?;
+    new_core(&cores, SystemTime::UNIX_EPOCH, &[])
+}
+
+/// Snapshots the live process `pid` into `path` with gdb's `gcore` (ptrace, which no `RLIMIT_CORE` stops),
+/// without reading the binary's debug info (which takes tens of seconds).
+///
+/// # Errors
+/// When gdb cannot be run or wrote no snapshot, with its output.
+pub fn gcore(pid: u32, path: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("gdb")
+        .args([
+            "--nx",
+            "--batch",
+            "--readnever",
+            "-p",
+            &pid.to_string(),
+            "-ex",
+        ])
+        .arg(format!("gcore {}", path.display()))
+        .output()
+        .map_err(|e| format!("could not run gdb: {e}"))?;
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(format!(
+        "gcore wrote no snapshot: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// True when gdb (for [`gcore`]) is on `PATH`.
+pub fn has_gdb() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("gdb").is_file()))
 }
 
 /// `len` random bytes from the OS, hex-encoded.
+///
+/// # Panics
+/// When the OS random generator fails.
 pub fn random_hex(len: usize) -> String {
     let mut bytes = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
-        // SAFETY: `bytes[filled..]` is writable for `len - filled` bytes.
-        let n = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), len - filled, 0) };
-        assert!(n > 0, "getrandom: {}", std::io::Error::last_os_error());
-        filled += n as usize;
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::sys::getrandom(&mut bytes).expect("the OS random generator");
+    hex(&bytes)
+}
+
+/// Lower-case hex of `bytes` (hex text never equals the raw bytes a scan looks for).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Decodes `hex` into the binary bytes (for the parent, which looks for them).

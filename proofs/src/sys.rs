@@ -1,13 +1,18 @@
-//! The few raw system calls the doctor needs beyond `memcall`: host identity, core-dump limits, kernel-feature
-//! probes, fork, and the deliberate faults of the live proofs.
+//! The system calls the proofs make beyond `memcall`: host identity, core-dump limits, kernel-feature probes,
+//! fork, and the deliberate faults of the live proofs. The doctor's front-end makes none of its own.
 
 use std::io;
 
 /// `uname(2)` fields.
+#[derive(Clone, Debug)]
 pub struct Uname {
+    /// Operating system name ("Linux").
     pub sysname: String,
+    /// Kernel release ("6.1.0-18-amd64").
     pub release: String,
+    /// Kernel build version.
     pub version: String,
+    /// Hardware name ("x86_64").
     pub machine: String,
 }
 
@@ -20,6 +25,10 @@ fn c_chars(field: &[libc::c_char]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// This host's `uname(2)`.
+///
+/// # Errors
+/// When `uname` fails.
 pub fn uname() -> io::Result<Uname> {
     // SAFETY: `utsname` is plain old data; all-zero is a valid value.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
@@ -36,6 +45,9 @@ pub fn uname() -> io::Result<Uname> {
 }
 
 /// `RLIMIT_CORE` as (soft, hard); `None` means unlimited.
+///
+/// # Errors
+/// When `getrlimit` fails.
 pub fn core_limit() -> io::Result<(Option<u64>, Option<u64>)> {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
@@ -52,6 +64,9 @@ pub fn core_limit() -> io::Result<(Option<u64>, Option<u64>)> {
 }
 
 /// Raises the soft core-file limit to the hard one (always allowed), so this process can dump core.
+///
+/// # Errors
+/// When `getrlimit` or `setrlimit` fails.
 pub fn raise_core_limit() -> io::Result<()> {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
@@ -70,6 +85,9 @@ pub fn raise_core_limit() -> io::Result<()> {
 }
 
 /// Gives up CAP_IPC_LOCK so RLIMIT_MEMLOCK binds (Linux); elsewhere there is no exemption to give up.
+///
+/// # Errors
+/// When the capability cannot be dropped, with why.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn drop_lock_exemption() -> Result<(), String> {
     memcall::drop_lock_exemption().map_err(|e| e.to_string())
@@ -93,6 +111,9 @@ pub fn is_dumpable() -> Option<bool> {
 
 /// Maps three private pages and asks for a guard on the first one with `MADV_GUARD_INSTALL` (Linux 6.13+;
 /// libc has no constant for it yet).
+///
+/// # Errors
+/// The kernel's refusal (`EINVAL` before 6.13), or a failed `mmap`.
 #[cfg(target_os = "linux")]
 pub fn probe_guard_install() -> io::Result<()> {
     const MADV_GUARD_INSTALL: libc::c_int = 102;
@@ -127,8 +148,10 @@ pub fn probe_guard_install() -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-/// Creates a `memfd_secret` (syscall 447) page, maps it, writes it and releases it. Returns the stage and the
-/// error when a step fails.
+/// Creates a `memfd_secret` (syscall 447) page, maps it, writes it and releases it.
+///
+/// # Errors
+/// The step that failed and its error (`ENOSYS` where the kernel lacks it or `secretmem` is disabled).
 #[cfg(target_os = "linux")]
 pub fn probe_memfd_secret() -> Result<(), (&'static str, io::Error)> {
     const SYS_MEMFD_SECRET: libc::c_long = 447;
@@ -187,6 +210,9 @@ pub unsafe fn touch(addr: *const u8) -> u8 {
 
 /// `fork()`. Returns 0 in the child and the child's pid in the parent.
 ///
+/// # Errors
+/// When the kernel refuses to fork.
+///
 /// # Safety
 /// The calling process must be single-threaded, or the child must only do async-signal-safe work before
 /// `exit_now`.
@@ -200,6 +226,9 @@ pub unsafe fn fork() -> io::Result<libc::pid_t> {
 }
 
 /// How a waited-for child ended: `Ok(code)` for an exit, `Err(signal)` for a kill.
+///
+/// # Errors
+/// When `waitpid` fails (other than by an interrupt, which is retried).
 pub fn wait(pid: libc::pid_t) -> io::Result<Result<i32, i32>> {
     let mut status = 0;
     loop {
@@ -233,6 +262,9 @@ pub fn exit_now(code: i32) -> ! {
 }
 
 /// Fills `buf` from the OS random generator (one getrandom(2) call on Linux for small buffers).
+///
+/// # Errors
+/// When the OS generator fails.
 pub fn getrandom(buf: &mut [u8]) -> io::Result<()> {
     getrandom::fill(buf).map_err(io::Error::other)
 }
@@ -266,6 +298,9 @@ pub fn signal_name(sig: i32) -> &'static str {
 
 /// Makes the page holding `addr` readable with `mprotect` (what code in a forked child could try).
 ///
+/// # Errors
+/// The kernel's refusal (e.g. `ENOMEM` where nothing is mapped).
+///
 /// # Safety
 /// Changing the protection of memory someone else relies on is only sound in a process about to exit.
 pub unsafe fn protect_page_readable(addr: usize) -> io::Result<()> {
@@ -278,7 +313,17 @@ pub unsafe fn protect_page_readable(addr: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Ends the process with SIGABRT (and a core file where the host writes them).
-pub fn abort() -> ! {
-    std::process::abort()
+/// Writes one byte to every page of `region` (read-write and the caller's), so its pages are resident as a
+/// live secret's are.
+///
+/// # Errors
+/// When the region is not read-write (its protection is restored either way).
+pub fn make_resident(region: &memcall::Region) -> Result<(), memcall::Error> {
+    region.protect(memcall::Protection::ReadWrite)?;
+    let page = memcall::page_size();
+    for offset in (0..region.len()).step_by(page) {
+        // SAFETY: the region is read-write (just set) and `offset < region.len()`; nothing else refers to it.
+        unsafe { region.as_ptr().add(offset).write_volatile(1) };
+    }
+    Ok(())
 }
