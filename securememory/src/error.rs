@@ -8,10 +8,11 @@ use std::fmt;
 /// (`unable to mark memory as read-only: <memory error>`, `<cleanup error>: <first error>`); a closure's error
 /// prints as it is. So that a chain printed as `error: source: …` (as `anyhow`'s `{:#}` does) shows nothing
 /// twice, [`source`](std::error::Error::source) never returns an error whose text `Display` already contains:
-/// it returns what lies behind the wrapped error (that error's own `source()`). For [`Released`] and
-/// [`Cleanup`], which hold two errors, that is what lies behind the one whose text ends the message (the
-/// closure's error, else the protection error; the first failure). The wrapped errors themselves are the
-/// variants' fields, and [`memory_error`](Self::memory_error) finds the memory error.
+/// it returns what lies behind the wrapped error (that error's own `source()`). [`Released`] and [`Cleanup`]
+/// hold two errors; the chain goes on from the one whose text ends the message: for `Released` the closure's
+/// error (the protection error when the closure succeeded), for `Cleanup` the first failure. The wrapped
+/// errors themselves are the variants' fields, and [`memory_error`](Self::memory_error) finds the memory
+/// error.
 ///
 /// [`Released`]: Error::Released
 /// [`Cleanup`]: Error::Cleanup
