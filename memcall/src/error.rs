@@ -62,6 +62,11 @@ impl fmt::Display for Op {
 /// The `Display` text says what failed, on how many bytes, and why; it never contains memory contents nor
 /// addresses (which would leak the process's memory layout into logs). The addresses are in the fields and in
 /// the `Debug` form, for debugging.
+///
+/// `Display` is the whole message, the OS error's text included, so [`source`](std::error::Error::source)
+/// does not return that OS error again (a chain printed as `error: source: …` would show it twice): it returns
+/// what lies behind the OS error, if anything (`None` for a plain OS error code). The OS error itself is
+/// [`io_error`](Self::io_error).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -188,10 +193,13 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {
+    /// What lies behind the OS error, whose own text is already in `Display` (see the type's docs).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Os { source, .. } | Error::LockLimit { source, .. } => Some(source),
-            _ => None,
+            Error::Os { source, .. } | Error::LockLimit { source, .. } => {
+                std::error::Error::source(source)
+            }
+            Error::InvalidLength { .. } | Error::InvalidRange { .. } | Error::Forked => None,
         }
     }
 }
@@ -210,3 +218,182 @@ impl From<Error> for io::Error {
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// An error with a cause of its own, so the tests see whether `source()` goes past the OS error to it.
+    #[derive(Debug)]
+    struct Outer(Root);
+
+    #[derive(Debug)]
+    struct Root;
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("device went away")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    impl fmt::Display for Root {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("cable unplugged")
+        }
+    }
+
+    impl std::error::Error for Root {}
+
+    fn layered_io() -> io::Error {
+        io::Error::other(Outer(Root))
+    }
+
+    /// One value of every variant, the wrapping ones twice: over a plain OS error and over an error with causes.
+    fn every_variant() -> Vec<Error> {
+        let limit = LockLimit {
+            soft: crate::Limit::Bytes(64 * 1024),
+            hard: crate::Limit::Unlimited,
+            exempt: Some(false),
+            locked_now: Some(4096),
+        };
+        let all = vec![
+            Error::InvalidLength { len: 0 },
+            Error::InvalidRange {
+                offset: 1,
+                len: 2,
+                region_len: 4096,
+            },
+            Error::os(Op::Protect, 0x1000, 4096, io::Error::from_raw_os_error(13)),
+            Error::os(Op::Map, 0, 8192, layered_io()),
+            Error::LockLimit {
+                addr: 0x1000,
+                len: 4096,
+                limit: Some(Box::new(limit)),
+                source: io::Error::from_raw_os_error(12),
+            },
+            Error::LockLimit {
+                addr: 0x1000,
+                len: 4096,
+                limit: None,
+                source: layered_io(),
+            },
+            Error::Forked,
+        ];
+        // No wildcard arm: a new variant does not compile until it has a flag here, and its flag is unused
+        // (a warning, an error under `-D warnings`) until it is checked below.
+        let (mut invalid_length, mut invalid_range, mut os, mut lock_limit, mut forked) =
+            (false, false, false, false, false);
+        for e in &all {
+            match e {
+                Error::InvalidLength { .. } => invalid_length = true,
+                Error::InvalidRange { .. } => invalid_range = true,
+                Error::Os { .. } => os = true,
+                Error::LockLimit { .. } => lock_limit = true,
+                Error::Forked => forked = true,
+            }
+        }
+        assert!(invalid_length && invalid_range && os && lock_limit && forked);
+        all
+    }
+
+    /// The messages of `e` and of each `source()` in turn, as a chain printer (`anyhow`'s `{:#}`) shows them.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut messages = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            messages.push(cause.to_string());
+            next = cause.source();
+        }
+        messages
+    }
+
+    #[test]
+    fn no_message_repeats_in_a_chain() {
+        for e in every_variant() {
+            let messages = chain(&e);
+            for pair in messages.windows(2) {
+                assert!(!pair[0].contains(&pair[1]), "{}", messages.join(": "));
+            }
+            // Nothing is lost either: each message appears once, down to the deepest cause.
+            let rendered = messages.join(": ");
+            if e.io_error().is_some_and(|io| io.get_ref().is_some()) {
+                assert!(rendered.ends_with(": cable unplugged"), "{rendered}");
+                assert_eq!(
+                    rendered.matches("device went away").count(),
+                    1,
+                    "{rendered}"
+                );
+            } else {
+                assert_eq!(messages.len(), 1, "{rendered}");
+            }
+        }
+    }
+
+    #[test]
+    fn display_is_unchanged() {
+        let texts: Vec<String> = every_variant().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts[0],
+            "invalid length 0: must be at least 1 and fit in the address space when rounded up to whole pages"
+        );
+        assert_eq!(
+            texts[1],
+            "invalid range 1..3 of a 4096-byte region: it must be non-empty, page-aligned and inside the region"
+        );
+        assert_eq!(
+            texts[2],
+            format!(
+                "could not protect 4096 bytes: {}",
+                io::Error::from_raw_os_error(13)
+            )
+        );
+        assert_eq!(texts[3], "could not map 8192 bytes: device went away");
+        assert!(
+            texts[4].starts_with(&format!(
+                "could not lock 4096 bytes: the locked-memory limit was reached ({}). {} is 64 KiB (soft), \
+                 unlimited (hard), 4 KiB locked now. ",
+                io::Error::from_raw_os_error(12),
+                crate::os::LOCK_LIMIT_NAME
+            )),
+            "{}",
+            texts[4]
+        );
+        assert!(texts[4].ends_with(crate::os::LOCK_LIMIT_HINT));
+        assert_eq!(
+            texts[5],
+            format!(
+                "could not lock 4096 bytes: the locked-memory limit was reached (device went away). The \
+                 current limit could not be read. {}",
+                crate::os::LOCK_LIMIT_HINT
+            )
+        );
+        assert_eq!(
+            texts[6],
+            "the memory belongs to the parent process: this forked child has no access to it and left it alone"
+        );
+    }
+
+    #[test]
+    fn accessors_still_reach_the_os_error() {
+        for e in every_variant() {
+            match &e {
+                Error::Os { op, .. } => assert_eq!(e.op(), Some(*op)),
+                Error::LockLimit { .. } => {
+                    assert!(e.is_lock_limit());
+                    assert_eq!(e.op(), Some(Op::Lock));
+                }
+                _ => assert!(e.io_error().is_none() && e.op().is_none()),
+            }
+        }
+        let e = Error::os(Op::Unlock, 0, 4096, io::Error::from_raw_os_error(1));
+        assert_eq!(e.raw_os_error(), Some(1));
+        assert!(e.source().is_none());
+    }
+}
