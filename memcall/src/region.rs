@@ -443,7 +443,8 @@ impl fmt::Display for FreeError {
 }
 
 impl std::error::Error for FreeError {
+    /// What lies behind [`error`](Self::error), whose text is this error's `Display` (so a chain never repeats it).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
+        std::error::Error::source(&self.error)
     }
 }

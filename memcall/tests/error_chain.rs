@@ -120,3 +120,17 @@ mod from_failing_calls {
         region.free().unwrap();
     }
 }
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_failed_free_prints_once() {
+    let region = Region::alloc(1).unwrap();
+    let err = {
+        let _g = memcall::fault::fail(Op::Unmap).errno(5).arm();
+        region.free().unwrap_err()
+    };
+    let text = err.error.to_string();
+    assert_eq!(err.to_string(), text);
+    assert_eq!(assert_no_repetition(&err), text);
+    err.region.free().unwrap();
+}

@@ -27,8 +27,9 @@ impl fmt::Display for ReadError {
 }
 
 impl std::error::Error for ReadError {
+    /// What lies behind [`error`](Self::error), whose text starts this error's `Display` (so a chain never repeats it).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
+        std::error::Error::source(&self.error)
     }
 }
 

@@ -139,3 +139,17 @@ fn a_reader_error_prints_once_and_keeps_its_causes() {
         "reading the buffer's source failed: device went away: cable unplugged"
     );
 }
+
+#[test]
+fn wrappers_print_once() {
+    let err = LockedBuffer::from_reader(Failing, 8).unwrap_err();
+    assert_eq!(
+        assert_no_repetition(&err),
+        "reading the buffer's source failed: device went away: cable unplugged"
+    );
+    let err = memguard::DestroyError {
+        error: Error::CanaryCorrupted { addr: 0, len: 32 },
+        region: None,
+    };
+    assert_eq!(assert_no_repetition(&err), err.error.to_string());
+}

@@ -389,8 +389,9 @@ impl fmt::Display for DestroyError {
 }
 
 impl std::error::Error for DestroyError {
+    /// What lies behind [`error`](Self::error), whose text is this error's `Display` (so a chain never repeats it).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
+        std::error::Error::source(&self.error)
     }
 }
 
