@@ -3,11 +3,31 @@
 # loom model, docs with warnings denied, the cross-platform type-check and the Python package's tests.
 # Installs what it needs (Debian packages for the cross-check, a venv from PyPI for Python). Fails on the first
 # failing step and says which.
+#
+# `scripts/test.sh --quick` runs only formatting, lints and the Rust tests: a contributor's first run, with
+# nothing installed beyond the Rust toolchain.
 set -euo pipefail
+quick=false
+case "${1:-}" in
+  --quick) quick=true ;;
+  "") ;;
+  *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 step() { printf '\n==== %s ====\n' "$*"; }
 trap 'echo; echo "FAILED during: ${current:-setup}" >&2' ERR
+
+if $quick; then
+  current="cargo fmt --check"; step "$current"; cargo fmt --all --check
+  current="cargo clippy"; step "$current"
+  cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
+  current="cargo test"; step "$current"
+  SECUREMEMORY_SKIP_CORE_TESTS=${SECUREMEMORY_SKIP_CORE_TESTS:-1} cargo test --locked --workspace --all-features
+  trap - ERR
+  step "quick checks passed (the full suite: scripts/test.sh)"
+  exit 0
+fi
 
 current="tools"; step "system tools the tests use (valgrind, jq, gdb's gcore)"
 missing=(); for tool in valgrind jq gcore; do command -v "$tool" >/dev/null || missing+=("$tool"); done
