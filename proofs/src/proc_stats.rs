@@ -49,22 +49,24 @@ pub struct Mapping {
 }
 
 /// The mappings of this process now.
+///
+/// # Panics
+/// When `/proc/self/maps` cannot be read.
 pub fn mappings() -> Vec<Mapping> {
     let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (start, end) = fields.next()?.split_once('-')?;
-            let perms = fields.next()?.to_owned();
-            let name = fields.nth(3).unwrap_or_default().to_owned();
-            Some(Mapping {
-                start: usize::from_str_radix(start, 16).ok()?,
-                end: usize::from_str_radix(end, 16).ok()?,
-                perms,
-                name,
-            })
-        })
-        .collect()
+    maps.lines().filter_map(parse_mapping).collect()
+}
+
+/// A line of `/proc/self/maps` (or a mapping's first line in `smaps`).
+fn parse_mapping(line: &str) -> Option<Mapping> {
+    let mut fields = line.split_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    Some(Mapping {
+        start: usize::from_str_radix(start, 16).ok()?,
+        end: usize::from_str_radix(end, 16).ok()?,
+        perms: fields.next()?.to_owned(),
+        name: fields.nth(3).unwrap_or_default().to_owned(),
+    })
 }
 
 /// How many mappings this process has, of every kind (the allocator's arenas and thread stacks included, so
@@ -116,21 +118,9 @@ pub fn smaps() -> Vec<SmapsEntry> {
             }
             continue;
         }
-        let mut fields = line.split_whitespace();
-        let Some((start, end)) = fields.next().and_then(|r| r.split_once('-')) else {
-            continue;
-        };
-        if let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) {
+        if let Some(mapping) = parse_mapping(line) {
             entries.push(SmapsEntry {
-                mapping: Mapping {
-                    start,
-                    end,
-                    perms: fields.next().unwrap_or_default().to_owned(),
-                    name: fields.nth(3).unwrap_or_default().to_owned(),
-                },
+                mapping,
                 flags: Vec::new(),
                 locked: 0,
             });

@@ -1,6 +1,8 @@
 //! `securememory`: tells an operator whether this host can keep secrets in memory (`doctor`) and how fast the
 //! library is here (`bench`).
 
+#![forbid(unsafe_code)]
+
 // The doctor re-runs itself as child processes that fault, fork and dump core: Unix only.
 #[cfg(unix)]
 mod bench;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{child_error, fail, with_params, Line, Scenario, Status, Verdict};
+use super::{child_error, fail, start, with_params, Line, Scenario, Status, Verdict};
 use crate::child::{emit, Launcher};
 use crate::holder::{Flavour, Holder};
 
@@ -72,14 +72,9 @@ pub fn prove(launcher: &Launcher, params: FaultParams) -> Verdict {
         status,
         evidence,
     };
-    let out = match launcher.child(SCENARIO.name).params(&params).try_run() {
+    let out = match start(launcher, verdict, &SCENARIO, &params) {
         Ok(o) => o,
-        Err(e) => {
-            return verdict(
-                Status::Fail,
-                format!("could not start the child process: {e}"),
-            )
-        }
+        Err(v) => return v,
     };
     let reached = out
         .reports::<Line>()

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{child_error, fail, with_params, Line, Scenario, Status, Verdict};
+use super::{child_error, fail, start, with_params, Line, Scenario, Status, Verdict};
 use crate::child::{emit, Launcher};
 use crate::holder::{Flavour, Holder};
 use crate::sys;
@@ -117,14 +117,9 @@ pub fn prove(launcher: &Launcher, params: ForkParams) -> Verdict {
         status,
         evidence,
     };
-    let out = match launcher.child(SCENARIO.name).params(&params).try_run() {
+    let out = match start(launcher, verdict, &SCENARIO, &params) {
         Ok(o) => o,
-        Err(e) => {
-            return verdict(
-                Status::Fail,
-                format!("could not start the child process: {e}"),
-            )
-        }
+        Err(v) => return v,
     };
     if let Some(e) = child_error(&out) {
         return verdict(Status::Fail, format!("the child could not set up: {e}"));

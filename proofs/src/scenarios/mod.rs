@@ -139,6 +139,26 @@ fn fail(message: String) -> i32 {
     2
 }
 
+/// Starts `scenario`'s child with `params` and waits for it; a child that could not start is a failed verdict
+/// saying why.
+fn start<P: Serialize>(
+    launcher: &crate::Launcher,
+    verdict: impl Fn(Status, String) -> Verdict,
+    scenario: &Scenario,
+    params: &P,
+) -> Result<crate::ChildOutcome, Verdict> {
+    launcher
+        .child(scenario.name)
+        .params(params)
+        .try_run()
+        .map_err(|e| {
+            verdict(
+                Status::Fail,
+                format!("could not start the child process: {e}"),
+            )
+        })
+}
+
 /// The setup error a child reported, if any.
 fn child_error(out: &crate::ChildOutcome) -> Option<String> {
     out.reports::<Line>().into_iter().find_map(|l| l.error)
