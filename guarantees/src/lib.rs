@@ -32,3 +32,9 @@ pub mod watchdog;
 
 pub use child::{announce_touch, dispatch, run_child, ChildOutcome, Scenario};
 pub use watchdog::Watchdog;
+
+/// The workspace README's Rust quick start, compiled and run as a doc test. It lives here because this package
+/// is never published: a published one could not include a file outside its own directory.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadmeDoctests;

@@ -72,6 +72,11 @@ pub use pool::{Acquired, LockMode, RegionPool};
 pub use region::{round_to_pages, FreeError, Hardening, Outcome, Protection, Region};
 pub use wipe::wipe_bytes;
 
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The size of a memory page in bytes.
 pub fn page_size() -> usize {
     os::page_size()
