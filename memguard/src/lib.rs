@@ -94,6 +94,7 @@
 
 // All unsafe code lives in the private `core` module; the lint keeps it there.
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod buffer_io;
 #[allow(unsafe_code)]

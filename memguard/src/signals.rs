@@ -133,6 +133,7 @@ mod unix {
     /// [`Error::Io`](crate::Error::Io) for a signal that cannot be caught (SIGKILL, SIGSTOP, and the fault
     /// signals `signal-hook` refuses, such as SIGSEGV), or when the listener thread cannot start or a handler
     /// cannot be registered.
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub fn catch_signal(
         handler: impl Fn(i32) + Send + Sync + 'static,
         signals: &[i32],
@@ -230,6 +231,7 @@ mod unix {
     ///
     /// # Errors
     /// As [`catch_signal`].
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub fn catch_interrupt() -> crate::Result<()> {
         catch_signal(|_| {}, &[signal_hook::consts::SIGINT])
     }

@@ -50,6 +50,7 @@
 //! read straight into locked pages; [`input::stdin_unbuffered`] gives standard input without std's buffer;
 //! [`SecretFactory::create_with`] lets any source write into a new secret's pages before they are sealed.
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[allow(unsafe_code)]
 mod access;
@@ -276,6 +277,7 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// As [`SecretFactory::new`].
     #[cfg(feature = "zeroize")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zeroize")))]
     #[allow(clippy::wrong_self_convention)]
     fn from_zeroizing<T>(&self, source: &mut zeroize::Zeroizing<T>) -> Result<Self::Secret>
     where
@@ -292,6 +294,7 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// As [`SecretFactory::new`].
     #[cfg(feature = "secrecy")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "secrecy")))]
     #[allow(clippy::wrong_self_convention)]
     fn from_secret_box(&self, source: &mut secrecy::SecretBox<[u8]>) -> Result<Self::Secret>
     where
