@@ -16,6 +16,16 @@ pub const SIGNAL_EXIT_CODE: i32 = 1;
 /// progress on the calling thread (say, `safe_exit` called inside an access closure) is wiped at once, since
 /// it will never end. Canary or unmapping failures are logged, never turned into a panic: the process exits
 /// either way (Go's `SafeExit` may panic instead). In a forked child it waits for no thread of the parent.
+///
+/// ```no_run
+/// // (not run: it ends the process)
+/// fn fatal(reason: &str) -> ! {
+///     eprintln!("fatal: {reason}");
+///     memguard::safe_exit(2) // every live buffer is wiped before the process ends
+/// }
+///
+/// let _key = memguard::LockedBuffer::random(32).unwrap_or_else(|e| fatal(&e.to_string()));
+/// ```
 pub fn safe_exit(code: i32) -> ! {
     purge_with(&PurgeRequest::new(PURGE_GRACE, true));
     std::process::exit(code)
