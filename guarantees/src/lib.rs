@@ -30,3 +30,9 @@ pub use proofs::{ChildOutcome, Launcher, Watchdog};
 
 /// A scenario local to one test file (see [`dispatch`]).
 pub type Scenario = proofs::LocalScenario;
+
+/// The workspace README's Rust quick start, compiled and run as a doc test. It lives here because this package
+/// is never published: a published one could not include a file outside its own directory.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadmeDoctests;

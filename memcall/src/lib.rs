@@ -51,8 +51,11 @@
 //! - `fault-injection`: the [`fault`] module, which makes chosen operations fail on the current thread so the
 //!   error paths of this crate and the crates above it can be tested. Not for production builds.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod error;
 #[cfg(feature = "fault-injection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fault-injection")))]
 pub mod fault;
 mod fork;
 mod limits;
@@ -72,6 +75,11 @@ pub use pool::{Acquired, LockMode, RegionPool};
 pub use region::{round_to_pages, FreeError, Hardening, Outcome, Protection, Region};
 pub use wipe::wipe_bytes;
 
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The size of a memory page in bytes.
 pub fn page_size() -> usize {
     os::page_size()
@@ -86,6 +94,8 @@ pub(crate) fn fault_check(op: Op) -> Option<std::io::Error> {
 /// otherwise. Caches of ready-made pages (here and in the crates above) then take their uncached path, so an
 /// injected failure is reached exactly as it would be without the cache.
 #[cfg(feature = "fault-injection")]
+// Exists with and without the feature: no "available on" note.
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub fn fault_armed(op: Op) -> bool {
     fault::armed(op)
 }

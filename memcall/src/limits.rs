@@ -141,6 +141,10 @@ pub fn locked_bytes() -> Option<u64> {
 /// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `setrlimit` refuses (EINVAL
 /// above the hard limit, EPERM without privilege).
 #[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris")))))
+)]
 pub fn set_lock_limit(soft: Limit) -> Result<()> {
     injected_limit_failure()?;
     os::unix_set_lock_limit(soft)
@@ -153,6 +157,7 @@ pub fn set_lock_limit(soft: Limit) -> Result<()> {
 /// # Errors
 /// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `capset` fails.
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_os = "linux", target_os = "android"))))]
 pub fn drop_lock_exemption() -> Result<()> {
     os::drop_lock_exemption().map_err(limit_error)
 }
@@ -164,6 +169,7 @@ pub fn drop_lock_exemption() -> Result<()> {
 /// # Errors
 /// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `prctl` fails.
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_os = "linux", target_os = "android"))))]
 pub fn set_dumpable(dumpable: bool) -> Result<()> {
     injected_limit_failure()?;
     os::set_dumpable(dumpable).map_err(limit_error)
@@ -174,6 +180,7 @@ pub fn set_dumpable(dumpable: bool) -> Result<()> {
 /// # Errors
 /// [`Error::Os`](crate::Error::Os) with [`Op::Limit`](crate::Op::Limit) when `prctl` fails.
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_os = "linux", target_os = "android"))))]
 pub fn is_dumpable() -> Result<bool> {
     os::is_dumpable().map_err(limit_error)
 }

@@ -175,6 +175,14 @@ impl Region {
     /// # Errors
     /// [`Error::InvalidLength`] for zero or absurd lengths; [`Error::Os`] with [`Op::Map`] when the OS has no
     /// memory to give.
+    ///
+    /// ```
+    /// let region = memcall::Region::alloc(100)?;
+    /// assert_eq!(region.len(), memcall::page_size()); // rounded up to whole pages
+    /// println!("no-dump: {}", region.hardening().no_dump); // what the OS applied
+    /// region.free().map_err(|e| e.error)?;
+    /// # Ok::<(), memcall::Error>(())
+    /// ```
     pub fn alloc(len: usize) -> Result<Region> {
         let len = round_to_pages(len)?;
         // Before anything is mapped: installs the fork handler, so a fork after this call is always seen.
@@ -274,6 +282,20 @@ impl Region {
     ///
     /// # Errors
     /// [`Error::Os`] with [`Op::Protect`]; [`Error::Forked`] in a forked child.
+    ///
+    /// ```
+    /// use memcall::{Protection, Region};
+    ///
+    /// let region = Region::alloc(32)?;
+    /// region.protect(Protection::NoAccess)?; // any touch now faults
+    /// region.protect(Protection::ReadOnly)?;
+    /// // SAFETY:
+    /// // - the region is read-only, and nothing writes it, while the slice lives;
+    /// // - this process mapped it.
+    /// assert!(unsafe { region.as_slice() }.iter().all(|&b| b == 0));
+    /// region.free().map_err(|e| e.error)?;
+    /// # Ok::<(), memcall::Error>(())
+    /// ```
     pub fn protect(&self, prot: Protection) -> Result<()> {
         self.protect_range(0, self.len, prot)
     }
@@ -295,6 +317,18 @@ impl Region {
     /// # Errors
     /// [`Error::LockLimit`] when the locked-memory limit is reached (the message says how to raise it);
     /// [`Error::Os`] with [`Op::Lock`] otherwise; [`Error::Forked`] in a forked child.
+    ///
+    /// ```
+    /// let region = memcall::Region::alloc(32)?;
+    /// match region.lock() {
+    ///     Ok(()) => assert!(region.is_locked()),
+    ///     // Says which limit was reached and how to raise it.
+    ///     Err(e) if e.is_lock_limit() => eprintln!("{e}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// region.free().map_err(|e| e.error)?; // unmapping unlocks too
+    /// # Ok::<(), memcall::Error>(())
+    /// ```
     pub fn lock(&self) -> Result<()> {
         self.lock_range(0, self.len)
     }

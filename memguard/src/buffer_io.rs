@@ -111,6 +111,14 @@ impl LockedBuffer {
     ///   read-only;
     /// - [`Error::Io`] when the reader fails, or ends early ([`io::ErrorKind::UnexpectedEof`]): the error
     ///   comes with what was read so far as a frozen buffer of that size ([`ReadError::partial`]).
+    ///
+    /// ```
+    /// // In real code: a `File`, a socket or an unbuffered stdin, so no copy is left in a userspace buffer.
+    /// let mut input: &[u8] = b"0123456789abcdef and the rest";
+    /// let key = memguard::LockedBuffer::from_reader(&mut input, 16)?;
+    /// assert!(key.equal_to(b"0123456789abcdef"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_reader(mut reader: impl Read, size: usize) -> Result<LockedBuffer, ReadError> {
         let mut scratch = scratch(size)?;
         let mut filled = 0;
@@ -150,6 +158,14 @@ impl LockedBuffer {
     /// - [`Error::Io`] when the reader fails, with what was read before;
     /// - [`Error::Memory`], [`Error::Random`] or [`Error::InvalidLength`] when a buffer cannot be made or grown
     ///   (as [`new`](Self::new)).
+    ///
+    /// ```
+    /// let mut input: &[u8] = b"hunter2\nnext line";
+    /// let password = memguard::LockedBuffer::from_reader_until(&mut input, b'\n')?;
+    /// assert!(password.equal_to(b"hunter2"));
+    /// assert_eq!(input, b"next line"); // nothing past the delimiter was consumed
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_reader_until(mut reader: impl Read, delim: u8) -> Result<LockedBuffer, ReadError> {
         let mut scratch = scratch(memcall::page_size())?;
         let mut len = 0;
@@ -182,6 +198,13 @@ impl LockedBuffer {
     /// - [`Error::Io`] when the reader fails, with what was read before it;
     /// - [`Error::Memory`], [`Error::Random`] or [`Error::InvalidLength`] when a buffer cannot be made or grown
     ///   (as [`new`](Self::new)).
+    ///
+    /// ```
+    /// let input: &[u8] = b"-----BEGIN PRIVATE KEY-----";
+    /// let pem = memguard::LockedBuffer::from_entire_reader(input)?;
+    /// assert_eq!(pem.len(), 27);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_entire_reader(mut reader: impl Read) -> Result<LockedBuffer, ReadError> {
         let mut scratch = scratch(memcall::page_size())?;
         let mut len = 0;

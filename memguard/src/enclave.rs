@@ -150,6 +150,14 @@ impl Enclave {
     /// be made; [`Error::Io`] when the key's rekeying thread cannot be started; [`Error::Random`];
     /// [`Error::Destroyed`] when purges on other threads destroyed the key under 64 attempts in a row. `src`
     /// is left untouched on error.
+    ///
+    /// ```
+    /// let mut token = b"a bearer token".to_vec();
+    /// let sealed = memguard::Enclave::new(&mut token)?; // encrypted, `token` wiped
+    /// assert!(token.iter().all(|&b| b == 0));
+    /// assert_eq!(sealed.size(), 14);
+    /// # Ok::<(), memguard::Error>(())
+    /// ```
     pub fn new(src: &mut [u8]) -> Result<Enclave> {
         let (id, nonce) = fresh_id_and_nonce()?;
         Self::new_bound(src, id, &enclave_ad(&id), &nonce)
@@ -224,6 +232,13 @@ impl Enclave {
     /// - [`Error::Memory`] when the buffer or a private stack cannot be allocated.
     ///
     /// The new buffer is destroyed on error, nothing is leaked.
+    ///
+    /// ```
+    /// let sealed = memguard::Enclave::new(&mut *b"a bearer token".to_vec())?;
+    /// let opened = sealed.open()?; // a frozen LockedBuffer; the enclave stays as it was
+    /// assert!(opened.equal_to(b"a bearer token"));
+    /// # Ok::<(), memguard::Error>(())
+    /// ```
     pub fn open(&self) -> Result<LockedBuffer> {
         let mut buffer = self.open_mutable()?;
         buffer.freeze().map_err(purged_as_failed)?;

@@ -94,6 +94,7 @@
 
 // All unsafe code lives in the private `core` module; the lint keeps it there.
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod buffer_io;
 #[allow(unsafe_code)]
@@ -125,3 +126,8 @@ pub use signals::{safe_exit, safe_panic, SIGNAL_EXIT_CODE};
 pub use stream::{stream_chunk_size, Stream};
 pub use util::{scramble_bytes, wipe_bytes};
 pub use views::Plain;
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

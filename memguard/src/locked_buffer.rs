@@ -59,6 +59,14 @@ impl LockedBuffer {
     /// [`Error::InvalidLength`] for zero or a size too large to map; [`Error::Memory`] when mapping, locking or
     /// protecting fails (the lock error names the limit and how to raise it); [`Error::Random`] when no canary
     /// can be drawn. No other buffer is touched: there is no process-wide purge on failure.
+    ///
+    /// ```
+    /// let mut buf = memguard::LockedBuffer::new(32)?; // zeroed, mutable
+    /// buf.with_bytes_mut(|b| b[..5].copy_from_slice(b"hello"))?;
+    /// buf.freeze()?; // read-only from now on
+    /// assert!(buf.with_bytes(|b| b.starts_with(b"hello"))?);
+    /// # Ok::<(), memguard::Error>(())
+    /// ```
     pub fn new(size: usize) -> Result<LockedBuffer> {
         LockedBuffer::with_locking(size, Locking::Required)
     }
@@ -101,6 +109,14 @@ impl LockedBuffer {
     /// # Errors
     /// As [`new`](Self::new) (an empty `src` is [`Error::InvalidLength`]); [`Error::Memory`] when the pages
     /// cannot be made read-only. `src` is left untouched on error.
+    ///
+    /// ```
+    /// let mut key = *b"0123456789abcdef0123456789abcdef";
+    /// let buf = memguard::LockedBuffer::from_bytes(&mut key)?;
+    /// assert_eq!(key, [0u8; 32]); // moved: the source is wiped
+    /// assert!(buf.equal_to(b"0123456789abcdef0123456789abcdef"));
+    /// # Ok::<(), memguard::Error>(())
+    /// ```
     pub fn from_bytes(src: &mut [u8]) -> Result<LockedBuffer> {
         let mut buf = LockedBuffer::unregistered(src.len(), Locking::Required)?;
         buf.copy(src)?;
@@ -116,6 +132,13 @@ impl LockedBuffer {
     /// # Errors
     /// As [`new`](Self::new); [`Error::Random`] when the OS generator fails; [`Error::Memory`] when the pages
     /// cannot be made read-only.
+    ///
+    /// ```
+    /// let key = memguard::LockedBuffer::random(32)?; // frozen, never in ordinary memory
+    /// assert_eq!(key.len(), 32);
+    /// assert!(!key.is_mutable());
+    /// # Ok::<(), memguard::Error>(())
+    /// ```
     pub fn random(size: usize) -> Result<LockedBuffer> {
         let mut buf = LockedBuffer::unregistered(size, Locking::Required)?;
         buf.scramble()?;
@@ -129,6 +152,17 @@ impl LockedBuffer {
     /// [`Error::Destroyed`] after destroy or purge; [`Error::Forked`] in a forked child; [`Error::Memory`]
     /// when `mprotect` fails (the state is unchanged then); [`Error::StillAccessed`] when a leaked guard
     /// holds the buffer.
+    ///
+    /// ```
+    /// let mut buf = memguard::LockedBuffer::new(4)?;
+    /// buf.copy(b"abcd")?;
+    /// buf.freeze()?;
+    /// assert!(buf.bytes_mut().is_err()); // Error::Immutable
+    /// buf.melt()?;
+    /// buf.with_bytes_mut(|b| b[0] = b'x')?;
+    /// assert!(buf.equal_to(b"xbcd"));
+    /// # Ok::<(), memguard::Error>(())
+    /// ```
     pub fn freeze(&mut self) -> Result<()> {
         self.shared.set_mutable(false)
     }
@@ -148,6 +182,15 @@ impl LockedBuffer {
     /// [`Error::Destroyed`] after destroy or purge (also while a purge is waiting for other accesses to end);
     /// [`Error::Forked`] in a forked child; [`Error::StillAccessed`] when a leaked write guard holds the
     /// buffer.
+    ///
+    /// ```
+    /// let buf = memguard::LockedBuffer::random(32)?;
+    /// {
+    ///     let bytes = buf.bytes()?; // readable while the guard lives
+    ///     let _key: &[u8; 32] = bytes.byte_array32().expect("32 bytes");
+    /// } // no-access again
+    /// # Ok::<(), memguard::Error>(())
+    /// ```
     pub fn bytes(&self) -> Result<ReadGuard<'_>> {
         self.shared.read()
     }
@@ -157,6 +200,13 @@ impl LockedBuffer {
     /// # Errors
     /// [`Error::Immutable`] when frozen; [`Error::StillAccessed`] when a leaked guard holds the buffer;
     /// otherwise as [`bytes`](Self::bytes).
+    ///
+    /// ```
+    /// let mut buf = memguard::LockedBuffer::new(8)?;
+    /// buf.bytes_mut()?.copy_from_slice(b"password");
+    /// assert!(buf.equal_to(b"password"));
+    /// # Ok::<(), memguard::Error>(())
+    /// ```
     pub fn bytes_mut(&mut self) -> Result<WriteGuard<'_>> {
         self.shared.write()
     }
@@ -165,6 +215,13 @@ impl LockedBuffer {
     ///
     /// # Errors
     /// As [`bytes`](Self::bytes).
+    ///
+    /// ```
+    /// let buf = memguard::LockedBuffer::from_bytes(&mut *b"secret".to_vec())?;
+    /// let len = buf.with_bytes(|b| b.len())?;
+    /// assert_eq!(len, 6);
+    /// # Ok::<(), memguard::Error>(())
+    /// ```
     pub fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         Ok(f(&self.bytes()?))
     }

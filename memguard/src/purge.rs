@@ -25,6 +25,14 @@ use crate::core::{pool, registry};
 /// meanwhile) may survive it. What a purge destroys is unmapped, not kept for reuse, and finally every cache
 /// of ready-made locked pages (this crate's and memcall's) is emptied, so the process holds no locked memory
 /// for buffers that no longer exist.
+///
+/// ```
+/// let buf = memguard::LockedBuffer::random(32)?;
+/// memguard::purge();
+/// assert!(!buf.is_alive());
+/// assert!(buf.bytes().is_err()); // Error::Destroyed
+/// # Ok::<(), memguard::Error>(())
+/// ```
 pub fn purge() {
     purge_with(&PurgeRequest::new(PURGE_GRACE, false));
 }

@@ -16,6 +16,16 @@ pub const SIGNAL_EXIT_CODE: i32 = 1;
 /// progress on the calling thread (say, `safe_exit` called inside an access closure) is wiped at once, since
 /// it will never end. Canary or unmapping failures are logged, never turned into a panic: the process exits
 /// either way (Go's `SafeExit` may panic instead). In a forked child it waits for no thread of the parent.
+///
+/// ```no_run
+/// // (not run: it ends the process)
+/// fn fatal(reason: &str) -> ! {
+///     eprintln!("fatal: {reason}");
+///     memguard::safe_exit(2) // every live buffer is wiped before the process ends
+/// }
+///
+/// let _key = memguard::LockedBuffer::random(32).unwrap_or_else(|e| fatal(&e.to_string()));
+/// ```
 pub fn safe_exit(code: i32) -> ! {
     purge_with(&PurgeRequest::new(PURGE_GRACE, true));
     std::process::exit(code)
@@ -133,6 +143,7 @@ mod unix {
     /// [`Error::Io`](crate::Error::Io) for a signal that cannot be caught (SIGKILL, SIGSTOP, and the fault
     /// signals `signal-hook` refuses, such as SIGSEGV), or when the listener thread cannot start or a handler
     /// cannot be registered.
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub fn catch_signal(
         handler: impl Fn(i32) + Send + Sync + 'static,
         signals: &[i32],
@@ -230,6 +241,7 @@ mod unix {
     ///
     /// # Errors
     /// As [`catch_signal`].
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub fn catch_interrupt() -> crate::Result<()> {
         catch_signal(|_| {}, &[signal_hook::consts::SIGINT])
     }

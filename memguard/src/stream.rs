@@ -38,6 +38,25 @@ pub fn stream_chunk_size() -> usize {
 /// leaving an unwiped copy behind in ordinary (swappable, dumpable) memory. Prefer [`next`](Self::next) or
 /// [`flush_buffer`](Self::flush_buffer), which decrypt into locked buffers, and [`write_from`](Self::write_from)
 /// to fill a stream from a [`LockedBuffer`].
+///
+/// # Example
+/// ```
+/// use std::io::{Read, Write};
+///
+/// let mut stream = memguard::Stream::new();
+/// let mut payload = vec![7u8; 40_000]; // several chunks of `stream_chunk_size()` bytes (16 KiB)
+/// stream.write_moving(&mut payload)?; // sealed chunk by chunk, `payload` wiped
+/// assert!(payload.iter().all(|&b| b == 0));
+/// stream.write_all(b"tail")?; // io::Write (the caller's slice is left as is)
+///
+/// let first = stream.next()?.expect("a chunk"); // a whole chunk, in a frozen LockedBuffer
+/// assert!(first.len() <= memguard::stream_chunk_size());
+/// let rest = stream.flush_buffer()?; // everything else in one locked buffer
+/// assert_eq!(rest.len(), 40_000 + 4 - first.len());
+/// let mut buf = [0u8; 4];
+/// assert_eq!(stream.read(&mut buf)?, 0); // empty now
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct Stream {
     chunks: VecDeque<Enclave>,

@@ -50,6 +50,7 @@
 //! read straight into locked pages; [`input::stdin_unbuffered`] gives standard input without std's buffer;
 //! [`SecretFactory::create_with`] lets any source write into a new secret's pages before they are sealed.
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[allow(unsafe_code)]
 mod access;
@@ -115,6 +116,17 @@ pub trait Secret: Send + Sync {
     /// # Errors
     /// [`Error::CloseInsideAccess`] from inside this secret's own closure; [`Error::Forked`] in a forked child;
     /// the failed step otherwise (the secret then stays unusable and `close` can be retried).
+    ///
+    /// ```
+    /// use securememory::{Secret, SecretExtensions, SecretFactory};
+    ///
+    /// let secret = securememory::ProtectedMemorySecretFactory::new().create_random(32)?;
+    /// secret.close()?; // wiped, unlocked, unmapped
+    /// secret.close()?; // again: nothing to do
+    /// assert!(secret.is_closed());
+    /// assert!(secret.with_bytes(|_| Ok(())).unwrap_err().is_closed());
+    /// # Ok::<(), securememory::Error>(())
+    /// ```
     fn close(&self) -> Result<()>;
 
     /// Length of the secret in bytes (at least 1).
@@ -129,6 +141,19 @@ pub trait Secret: Send + Sync {
     ///
     /// # Errors
     /// [`Error::Closed`] when the secret is closed.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use securememory::{Secret, SecretFactory};
+    ///
+    /// let secret = securememory::MemguardSecretFactory::new().new(&mut *b"user:password".to_vec())?;
+    /// let mut user = [0u8; 4];
+    /// let mut reader = secret.reader()?;
+    /// reader.read_exact(&mut user)?; // the bytes land in `user`, ordinary memory
+    /// assert_eq!(&user, b"user");
+    /// assert_eq!(reader.remaining(), 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn reader(&self) -> Result<SecretReader<'_>>;
 
     /// Which protections took effect for this secret.
@@ -150,6 +175,17 @@ pub trait SecretExtensions: Secret {
     ///
     /// # Errors
     /// As [`Secret::with_bytes_dyn`].
+    ///
+    /// ```
+    /// use securememory::{SecretExtensions, SecretFactory};
+    ///
+    /// let factory = securememory::ProtectedMemorySecretFactory::new();
+    /// let key = factory.new(&mut *b"thisismy32bytesecretthatiwilluse".to_vec())?;
+    /// // The pages are read-only inside the closure and no-access again after it.
+    /// let checksum = key.with_bytes(|bytes| Ok(bytes.iter().map(|&b| u32::from(b)).sum::<u32>()))?;
+    /// assert!(checksum > 0);
+    /// # Ok::<(), securememory::Error>(())
+    /// ```
     fn with_bytes<F, R>(&self, action: F) -> Result<R>
     where
         F: FnOnce(&[u8]) -> Result<R>;
@@ -158,6 +194,15 @@ pub trait SecretExtensions: Secret {
     ///
     /// # Errors
     /// As [`Secret::with_bytes_dyn`].
+    ///
+    /// ```
+    /// use securememory::{SecretExtensions, SecretFactory};
+    ///
+    /// let key = securememory::MemguardSecretFactory::new().create_random(32)?;
+    /// let masked = key.with_bytes_func(|bytes| Ok(bytes.iter().map(|b| b ^ 0x5c).collect()))?;
+    /// assert_eq!(masked.len(), 32); // `masked` lives in ordinary memory
+    /// # Ok::<(), securememory::Error>(())
+    /// ```
     fn with_bytes_func<F>(&self, action: F) -> Result<Vec<u8>>
     where
         F: FnOnce(&[u8]) -> Result<Vec<u8>>,
@@ -196,6 +241,17 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// [`Error::InvalidLength`] for an empty source; [`Error::Memory`] when pages cannot be mapped, locked or
     /// protected (nothing is leaked).
+    ///
+    /// ```
+    /// use securememory::{Secret, SecretFactory};
+    ///
+    /// let factory = securememory::ProtectedMemorySecretFactory::new();
+    /// let mut source = b"some really secret value".to_vec();
+    /// let secret = factory.new(&mut source)?;
+    /// assert!(source.iter().all(|&b| b == 0)); // copied into locked pages, then wiped
+    /// assert_eq!(secret.len(), 24);
+    /// # Ok::<(), securememory::Error>(())
+    /// ```
     #[allow(clippy::wrong_self_convention, clippy::new_ret_no_self)]
     fn new(&self, source: &mut [u8]) -> Result<Self::Secret>;
 
@@ -203,6 +259,14 @@ pub trait SecretFactory: Send + Sync {
     ///
     /// # Errors
     /// As [`SecretFactory::new`], plus [`Error::Random`].
+    ///
+    /// ```
+    /// use securememory::{Secret, SecretFactory};
+    ///
+    /// let key = securememory::MemguardSecretFactory::new().create_random(32)?;
+    /// assert_eq!(key.len(), 32);
+    /// # Ok::<(), securememory::Error>(())
+    /// ```
     fn create_random(&self, size: usize) -> Result<Self::Secret>;
 
     /// A secret of `size` bytes that `fill` writes straight into its fresh, locked, writable pages before they
@@ -224,6 +288,17 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// [`Error::Io`] when reading fails or the input ends early (`UnexpectedEof`); otherwise as
     /// [`SecretFactory::new`]. Nothing read is kept on error.
+    ///
+    /// ```
+    /// use securememory::{Secret, SecretFactory};
+    ///
+    /// // In real code: a `File`, a socket or `input::stdin_unbuffered()`, which keep no copy of their own.
+    /// let mut input: &[u8] = b"0123456789abcdef0123456789abcdef trailing";
+    /// let key = securememory::ProtectedMemorySecretFactory::new().from_reader(&mut input, 32)?;
+    /// assert_eq!(key.len(), 32);
+    /// assert_eq!(input, b" trailing"); // exactly 32 bytes were read
+    /// # Ok::<(), securememory::Error>(())
+    /// ```
     #[allow(clippy::wrong_self_convention)]
     fn from_reader<R: std::io::Read + ?Sized>(
         &self,
@@ -244,6 +319,15 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// [`Error::Io`] when reading fails, or with `ErrorKind::FileTooLarge` when the input is longer than
     /// `max_len`; [`Error::InvalidLength`] when it is empty; otherwise as [`SecretFactory::new`].
+    ///
+    /// ```
+    /// use securememory::{Secret, SecretFactory};
+    ///
+    /// let mut input: &[u8] = b"a token of unknown length";
+    /// let token = securememory::ProtectedMemorySecretFactory::new().from_reader_to_end(&mut input, 4096)?;
+    /// assert_eq!(token.len(), 25);
+    /// # Ok::<(), securememory::Error>(())
+    /// ```
     #[allow(clippy::wrong_self_convention)]
     fn from_reader_to_end<R: std::io::Read + ?Sized>(
         &self,
@@ -261,6 +345,20 @@ pub trait SecretFactory: Send + Sync {
     ///
     /// # Errors
     /// As [`SecretFactory::from_reader_to_end`]; [`Error::Io`] when the file cannot be opened.
+    ///
+    /// ```
+    /// use securememory::{Secret, SecretFactory};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("securememory-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// # let path = dir.join("api-key");
+    /// # std::fs::write(&path, b"0123456789abcdef")?;
+    /// // `path`: a mounted Kubernetes secret, say /var/run/secrets/app/api-key
+    /// let key = securememory::MemguardSecretFactory::new().from_file(&path, 4096)?;
+    /// assert_eq!(key.len(), 16);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[allow(clippy::wrong_self_convention)]
     fn from_file(&self, path: impl AsRef<std::path::Path>, max_len: usize) -> Result<Self::Secret>
     where
@@ -276,6 +374,7 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// As [`SecretFactory::new`].
     #[cfg(feature = "zeroize")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zeroize")))]
     #[allow(clippy::wrong_self_convention)]
     fn from_zeroizing<T>(&self, source: &mut zeroize::Zeroizing<T>) -> Result<Self::Secret>
     where
@@ -292,6 +391,7 @@ pub trait SecretFactory: Send + Sync {
     /// # Errors
     /// As [`SecretFactory::new`].
     #[cfg(feature = "secrecy")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "secrecy")))]
     #[allow(clippy::wrong_self_convention)]
     fn from_secret_box(&self, source: &mut secrecy::SecretBox<[u8]>) -> Result<Self::Secret>
     where

@@ -203,6 +203,13 @@ macro_rules! impl_factory {
     ($factory:ident, $builder:ident) => {
         impl $factory {
             /// A factory that requires locked pages.
+            ///
+            #[doc = concat!("```\nuse securememory::{Secret, SecretFactory, ", stringify!($factory), "};\n\n")]
+            #[doc = concat!("let factory = ", stringify!($factory), "::new(); // cheap: share it or make more\n")]
+            #[doc = "let secret = factory.create_random(32)?;"]
+            #[doc = "assert!(secret.protections().locked);"]
+            #[doc = "secret.close()?;"]
+            #[doc = "# Ok::<(), securememory::Error>(())\n```"]
             pub fn new() -> Self {
                 Self::with_locking($crate::Locking::Required)
             }
