@@ -65,6 +65,12 @@ scripts/valgrind.sh
 current="cargo doc"; step "$current"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --all-features
 
+current="minimum supported Rust (rust-version)"; step "$current"
+scripts/msrv.sh
+
+current="packaging (publish dry run, licence and README files)"; step "$current"
+scripts/package-check.sh
+
 current="cross-platform type-check"; step "$current"
 scripts/setup-xcheck.sh
 scripts/xcheck.sh
