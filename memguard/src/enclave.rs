@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::core::coffer::{Coffer, REKEY_INTERVAL};
 use crate::core::crypto::{Cipher, NONCE_LEN, OVERHEAD as CIPHER_OVERHEAD};
-use crate::core::per_process::PerProcess;
+use memcall::PerProcess;
 use crate::error::{Error, Result};
 use crate::locked_buffer::LockedBuffer;
 

@@ -5,7 +5,6 @@ pub(crate) mod access;
 pub(crate) mod canary;
 pub(crate) mod coffer;
 pub(crate) mod crypto;
-pub(crate) mod per_process;
 pub(crate) mod pool;
 pub(crate) mod primitive;
 pub(crate) mod region;

@@ -50,7 +50,7 @@ mod imp {
 
     use memcall::{Protection, Region};
 
-    use super::super::per_process::PerProcess;
+    use memcall::PerProcess;
     use crate::error::Result;
 
     /// Usable stack per operation: room for the deepest keyed operation (a 16 KiB stream chunk sealed, or
@@ -186,7 +186,7 @@ mod imp {
     /// Unmaps the cached stacks of this process (a purge, or a memlock limit reached elsewhere). Returns the
     /// locked bytes given back.
     fn trim() -> usize {
-        let Some(cache) = CACHE.get_if_made() else {
+        let Some(cache) = CACHE.get_if_built() else {
             return 0;
         };
         let stacks = std::mem::take(&mut *lock(cache));
