@@ -51,6 +51,8 @@
 //! - `fault-injection`: the [`fault`] module, which makes chosen operations fail on the current thread so the
 //!   error paths of this crate and the crates above it can be tested. Not for production builds.
 
+#[cfg(unix)]
+mod env;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -61,6 +63,8 @@ pub mod pool;
 mod region;
 mod wipe;
 
+#[cfg(unix)]
+pub use env::take_env_var;
 pub use error::{Error, Op, Result};
 pub use fork::{fork_epoch, PerProcess};
 #[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]
