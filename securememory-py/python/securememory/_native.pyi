@@ -9,7 +9,10 @@ from typing_extensions import Buffer, Self
 
 from securememory.reader import SecretReader
 
-__all__ = ["MemguardSecretFactory", "ProtectedMemorySecretFactory", "RawSecretReader", "Secret", "trim_caches"]
+__all__ = ["MemguardSecretFactory", "ProtectedMemorySecretFactory", "RawSecretReader", "Secret", "__version__", "trim_caches"]
+
+__version__: str
+"""The package's version (the Rust workspace's version)."""
 
 _T = TypeVar("_T")
 
