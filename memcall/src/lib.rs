@@ -53,6 +53,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(unix)]
+mod env;
 mod error;
 #[cfg(feature = "fault-injection")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fault-injection")))]
@@ -64,6 +66,8 @@ pub mod pool;
 mod region;
 mod wipe;
 
+#[cfg(unix)]
+pub use env::take_env_var;
 pub use error::{Error, Op, Result};
 pub use fork::{fork_epoch, PerProcess};
 #[cfg(all(unix, not(any(target_os = "illumos", target_os = "solaris"))))]

@@ -4,6 +4,7 @@
 //! from a builtin (`InvalidLengthError` is a `ValueError`); they are imported once, on the first error. Messages are
 //! the Rust errors' `Display`, which names sizes, limits and fixes and never secret bytes.
 
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -81,8 +82,35 @@ fn memguard_class_of(error: &memguard::Error) -> &'static ExceptionClass {
 }
 
 /// The Python exception for a Rust error.
+///
+/// Reading errors (`Error::Io`) become Python's own `OSError` subclasses (`FileNotFoundError`,
+/// `PermissionError`, ... with the errno when the OS gave one), except an input longer than its limit, which is an
+/// `InvalidLengthError`.
 pub(crate) fn to_py_err(py: Python<'_>, error: &securememory::Error) -> PyErr {
+    if let securememory::Error::Io(io) = error {
+        if io.kind() == std::io::ErrorKind::FileTooLarge {
+            return INVALID_LENGTH.error(py, error.to_string());
+        }
+        return match io.raw_os_error() {
+            Some(code) => os_error(py, code, None),
+            None => PyErr::from(std::io::Error::new(io.kind(), error.to_string())),
+        };
+    }
     class_of(error).error(py, error.to_string())
+}
+
+/// `OSError(errno, strerror[, filename])`, which Python turns into the subclass for `errno`
+/// (`FileNotFoundError`, `PermissionError`, ...).
+pub(crate) fn os_error(py: Python<'_>, code: i32, filename: Option<&std::path::Path>) -> PyErr {
+    let strerror = py
+        .import(pyo3::intern!(py, "os"))
+        .and_then(|os| os.call_method1(pyo3::intern!(py, "strerror"), (code,)))
+        .and_then(|text| text.extract::<String>())
+        .unwrap_or_else(|_| std::io::Error::from_raw_os_error(code).to_string());
+    match filename {
+        Some(filename) => PyOSError::new_err((code, strerror, filename.as_os_str().to_os_string())),
+        None => PyOSError::new_err((code, strerror)),
+    }
 }
 
 /// A length that cannot name a secret's size (negative), rejected before it reaches Rust.

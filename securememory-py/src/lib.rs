@@ -31,6 +31,7 @@ mod native {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         crate::view::init(py)?;
         let register_at_fork = py.import("os")?.getattr("register_at_fork");
         // `os.register_at_fork` exists wherever `os.fork` does.

@@ -40,6 +40,40 @@ impl QuarantineHold {
     fn __call__(&self) {}
 }
 
+/// Keeps a secret's pages quarantined for as long as the escaped `views` live (for the life of the process when
+/// some holder cannot be tracked), and returns the sentence that says which.
+pub(crate) fn hold_quarantine(
+    py: Python<'_>,
+    views: &view::Escaped,
+    quarantine: securememory::Quarantine,
+) -> &'static str {
+    let spare = quarantine.clone();
+    let until_gone = match Bound::new(
+        py,
+        QuarantineHold {
+            _quarantine: quarantine,
+        },
+    ) {
+        // Keeps the hold for the life of the process itself when some view cannot be weakly referenced.
+        Ok(hold) => {
+            drop(spare);
+            views.hold_until_gone(py, hold.as_any())
+        }
+        Err(_) => {
+            // No Python object to hold it: the handle stays for the life of the process.
+            std::mem::forget(spare);
+            false
+        }
+    };
+    if until_gone {
+        "the secret's pages are quarantined until every one of them is gone (when the secret is closed they \
+         are wiped and left no-access, never reused for another secret)."
+    } else {
+        "the secret's pages are quarantined for the life of the process, since not every holder can be \
+         tracked (when the secret is closed they are wiped and left no-access, never reused)."
+    }
+}
+
 /// Stands in, inside the Rust error, for the exception the callback raised (kept aside as a `PyErr`).
 #[derive(Debug)]
 struct CallbackRaised;
@@ -94,26 +128,8 @@ impl Secret {
             }
         };
         let escape_error = escaped.map(|(views, quarantine)| {
-            let spare = quarantine.clone();
-            let until_gone = match Bound::new(py, QuarantineHold { _quarantine: quarantine }) {
-                // Keeps the hold for the life of the process itself when some view cannot be weakly referenced.
-                Ok(hold) => {
-                    drop(spare);
-                    views.hold_until_gone(py, hold.as_any())
-                }
-                Err(_) => {
-                    // No Python object to hold it: the handle stays for the life of the process.
-                    std::mem::forget(spare);
-                    false
-                }
-            };
-            views.error(if until_gone {
-                "the secret's pages are quarantined until every one of them is gone (when the secret is closed \
-                 they are wiped and left no-access, never reused for another secret)."
-            } else {
-                "the secret's pages are quarantined for the life of the process, since not every holder can be \
-                 tracked (when the secret is closed they are wiped and left no-access, never reused)."
-            })
+            let quarantine = hold_quarantine(py, &views, quarantine);
+            views.error(quarantine)
         });
         // `fork()` ran inside the callback and this is the child: the pages were never inherited, and the views
         // were released in the child as it started (`view::release_all_open`).

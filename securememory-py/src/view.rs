@@ -33,6 +33,9 @@ use crate::call::{call, call_method};
 /// `PyBUF_READ` from CPython's `pybuffer.h` (stable since 3.3; pyo3 only exposes it for 3.11+ limited builds).
 const PYBUF_READ: std::ffi::c_int = 0x100;
 
+/// `PyBUF_WRITE` from CPython's `pybuffer.h`.
+const PYBUF_WRITE: std::ffi::c_int = 0x200;
+
 /// How many exceptions of a `__cause__`/`__context__` chain have their traceback frames cleared.
 const CHAIN_LIMIT: usize = 64;
 
@@ -94,7 +97,8 @@ pub(crate) fn call_with_view(
     callback: &Bound<'_, PyAny>,
     bytes: &[u8],
 ) -> PyResult<Called> {
-    let window = Window::open(py, bytes)?;
+    // A read-only view never writes through the pointer it is given.
+    let window = Window::open(py, bytes.as_ptr().cast_mut(), bytes.len(), PYBUF_READ)?;
     let result = {
         let args = PyTuple::new(py, [&window.view])?;
         call(callback, &args)
@@ -106,6 +110,26 @@ pub(crate) fn call_with_view(
     })
 }
 
+/// Runs `fill` with a writable memoryview over `bytes` (a new secret's pages, before they are sealed), then
+/// releases every view of `bytes` and reports those that outlived `fill`, as [`call_with_view`] does.
+///
+/// # Errors
+/// The outer error is only for failing to make the view at all (`fill` did not run).
+pub(crate) fn with_writable_view<'py, R>(
+    py: Python<'py>,
+    bytes: &mut [u8],
+    fill: impl FnOnce(&Bound<'py, PyMemoryView>) -> PyResult<R>,
+) -> PyResult<(PyResult<R>, Option<Escaped>)> {
+    let window = Window::open(py, bytes.as_mut_ptr(), bytes.len(), PYBUF_WRITE)?;
+    let result = fill(&window.view);
+    let outcome = match &result {
+        Ok(_) => Ok(py.None().into_bound(py)),
+        Err(error) => Err(error.clone_ref(py)),
+    };
+    let escaped = window.close(py, &outcome);
+    Ok((result, escaped))
+}
+
 /// Views that outlived a callback: already released where possible, and still referenced.
 pub(crate) struct Escaped {
     views: Vec<Py<PyMemoryView>>,
@@ -115,11 +139,28 @@ pub(crate) struct Escaped {
 impl Escaped {
     /// The `BufferError` naming what escaped.
     pub(crate) fn error(&self, quarantine: &str) -> PyErr {
+        self.error_with(
+            quarantine,
+            "the with_bytes callback",
+            "Copy what must outlive the callback (bytes(view)) or finish with it inside the callback.",
+        )
+    }
+
+    /// The `BufferError` naming what kept a view of a new secret's pages past the `readinto` calls that filled
+    /// them.
+    pub(crate) fn readinto_error(&self, quarantine: &str) -> PyErr {
+        self.error_with(
+            quarantine,
+            "the readinto calls that filled it",
+            "readinto must not keep the buffer it is given.",
+        )
+    }
+
+    fn error_with(&self, quarantine: &str, outlived: &str, advice: &str) -> PyErr {
         PyBufferError::new_err(format!(
-            "{} view(s) of the secret outlived the with_bytes callback: {}. They were released where \
-             possible, but whatever kept them (such as a numpy array or ctypes object, which keep a raw \
-             pointer) must not be used: {quarantine} Copy what must outlive the callback (bytes(view)) or \
-             finish with it inside the callback.",
+            "{} view(s) of the secret outlived {outlived}: {}. They were released where possible, but \
+             whatever kept them (such as a numpy array or ctypes object, which keep a raw pointer) must not be \
+             used: {quarantine} {advice}",
             self.views.len(),
             self.descriptions.join("; "),
         ))
@@ -163,22 +204,21 @@ struct Window<'py> {
 }
 
 impl<'py> Window<'py> {
-    fn open(py: Python<'py>, bytes: &[u8]) -> PyResult<Self> {
-        let len = ffi::Py_ssize_t::try_from(bytes.len())
+    /// A view of `len` bytes at `ptr`: read-only with `PYBUF_READ`, writable with `PYBUF_WRITE`.
+    ///
+    /// The callers pass the pointer and length of a slice they borrow (shared for `PYBUF_READ`, exclusive for
+    /// `PYBUF_WRITE`) for longer than the window lives.
+    fn open(py: Python<'py>, ptr: *mut u8, len: usize, flags: std::ffi::c_int) -> PyResult<Self> {
+        let len = ffi::Py_ssize_t::try_from(len)
             .map_err(|_| PyRuntimeError::new_err("secret too large for a memoryview"))?;
         // SAFETY:
-        // - `bytes` is valid for reads of `len` bytes until this function's caller returns, and the view is
-        //   released (`Window::close`, or `release_all_open` in a forked child) before then; a released view
-        //   never reads its memory again.
-        // - `PYBUF_READ` makes the view read-only, so CPython never writes through the `*mut` it is given.
+        // - `ptr` is valid for reads of `len` bytes (and for writes with `PYBUF_WRITE`, whose caller holds the
+        //   bytes exclusively) until this function's caller returns, and the view is released
+        //   (`Window::close`, or `release_all_open` in a forked child) before then; a released view never
+        //   touches its memory again.
+        // - With `PYBUF_READ` the view is read-only, so CPython never writes through the `*mut` it is given.
         // - The GIL is held (`py`), as the call requires.
-        let raw = unsafe {
-            ffi::PyMemoryView_FromMemory(
-                bytes.as_ptr().cast::<c_char>().cast_mut(),
-                len,
-                PYBUF_READ,
-            )
-        };
+        let raw = unsafe { ffi::PyMemoryView_FromMemory(ptr.cast::<c_char>(), len, flags) };
         // SAFETY: `raw` is a new (owned) reference or null with an exception set, as this call documents.
         let view = unsafe { Bound::from_owned_ptr_or_err(py, raw) }?.cast_into::<PyMemoryView>()?;
         let managed_buffer = match managed_buffer_of(py, &view) {

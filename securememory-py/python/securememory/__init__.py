@@ -28,6 +28,7 @@ from securememory._native import (
     MemguardSecretFactory,
     ProtectedMemorySecretFactory,
     Secret,
+    __version__,
     trim_caches,
 )
 from securememory.exceptions import (
@@ -44,6 +45,7 @@ from securememory.exceptions import (
 from securememory.reader import SecretReader
 
 __all__ = [
+    "__version__",
     "CloseInsideAccessError",
     "ForkedProcessError",
     "IntegrityError",

@@ -1,16 +1,23 @@
 """Type stubs for the native module behind :mod:`securememory`."""
 
+import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar, final
+from typing import Protocol, TypeVar, final
 
 from typing_extensions import Buffer, Self
 
 from securememory.reader import SecretReader
 
-__all__ = ["MemguardSecretFactory", "ProtectedMemorySecretFactory", "RawSecretReader", "Secret", "trim_caches"]
+__all__ = ["MemguardSecretFactory", "ProtectedMemorySecretFactory", "RawSecretReader", "Secret", "__version__", "trim_caches"]
+
+__version__: str
+"""The package's version (the Rust workspace's version)."""
 
 _T = TypeVar("_T")
+
+class _ReadInto(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 @final
 class Secret:
@@ -81,6 +88,50 @@ class ProtectedMemorySecretFactory:
     def create_random(self, size: int) -> Secret:
         """A new secret of ``size`` bytes from the OS random generator."""
 
+    def from_file(self, path: str | os.PathLike[str], *, max_len: int = 1048576) -> Secret:
+        """Reads the file at ``path`` (a key file, a mounted Kubernetes secret) to its end straight into a new secret.
+
+        The bytes go from the OS into locked pages (no Python object ever holds them). Raises the usual ``OSError``
+        subclass when the file cannot be opened or read, ``InvalidLengthError`` when it is empty or longer than
+        ``max_len`` bytes (1 MiB by default). The GIL is released while reading.
+        """
+
+    def from_fd(self, fd: int, *, max_len: int = 1048576) -> Secret:
+        """Reads the open file descriptor ``fd`` (a pipe, a socket, standard input as ``0``) to its end straight
+        into a new secret, at most ``max_len`` bytes.
+
+        ``fd`` is duplicated first and stays open; reading a regular file advances its shared offset. Raises
+        ``OSError`` for a bad descriptor or a failed read, ``InvalidLengthError`` when the input is empty or longer
+        than ``max_len``. The GIL is released while reading (a pipe blocks until the writer closes it).
+        """
+
+    def from_readable(self, readable: _ReadInto, size: int) -> Secret:
+        """A new secret of exactly ``size`` bytes, filled by ``readable.readinto(view)`` calls that write straight
+        into its locked pages.
+
+        Pass an unbuffered binary file object (``open(path, "rb", buffering=0)``, a ``socket.SocketIO``): a
+        buffered one (``open(path, "rb")``, ``io.BytesIO``) keeps its own copy of what it reads, in ordinary
+        memory. ``readinto`` must not keep the buffer it is given: if anything still refers to it afterwards,
+        ``BufferError`` is raised, the secret's pages are quarantined while the kept objects live, and no secret is
+        returned. Raises ``EOFError`` when the stream ends before ``size`` bytes, ``BlockingIOError`` when a
+        non-blocking stream has no data, ``TypeError`` without a ``readinto`` method, ``InvalidLengthError`` for a
+        size below 1, and whatever ``readinto`` raises; the pages are wiped on every error.
+        """
+
+    def from_env(self, name: str) -> Secret:
+        """Moves the environment variable ``name`` into a new secret, overwrites its value with zeros where the C
+        library keeps it (the block ``/proc/self/environ`` shows, or ``setenv``'s copy) and removes it from the
+        environment and from ``os.environ``.
+
+        What cannot be wiped: Python's own copy. ``os.environ`` was filled when the interpreter started, with a
+        ``bytes`` (and, once read, a ``str``) copy of every variable; those objects are immutable, so removing
+        the name drops the reference and the memory is freed but not wiped. The copies that the shell or parent
+        process made are out of reach too. The GIL stays held during the call, so no Python thread changes the
+        environment meanwhile; a native thread calling ``setenv`` at the same time is a data race. Raises
+        ``KeyError`` when the variable is not set, ``ValueError`` for a name that cannot exist (empty, ``=``),
+        ``InvalidLengthError`` when the value is empty (the variable is then left set).
+        """
+
 @final
 class MemguardSecretFactory:
     """Makes secrets in guarded buffers: guard pages on both sides and a canary checked on close."""
@@ -92,6 +143,22 @@ class MemguardSecretFactory:
 
     def create_random(self, size: int) -> Secret:
         """A new secret of ``size`` bytes from the OS random generator."""
+
+    def from_file(self, path: str | os.PathLike[str], *, max_len: int = 1048576) -> Secret:
+        """Reads the file at ``path`` to its end straight into a new secret (see
+        ``ProtectedMemorySecretFactory.from_file``)."""
+
+    def from_fd(self, fd: int, *, max_len: int = 1048576) -> Secret:
+        """Reads the open file descriptor ``fd`` to its end straight into a new secret (see
+        ``ProtectedMemorySecretFactory.from_fd``)."""
+
+    def from_readable(self, readable: _ReadInto, size: int) -> Secret:
+        """A new secret of exactly ``size`` bytes written by ``readable.readinto`` (see
+        ``ProtectedMemorySecretFactory.from_readable``)."""
+
+    def from_env(self, name: str) -> Secret:
+        """Moves the environment variable ``name`` into a new secret and removes it; Python's own ``os.environ``
+        copy cannot be wiped (see ``ProtectedMemorySecretFactory.from_env``)."""
 
 @final
 class RawSecretReader:
