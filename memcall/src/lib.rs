@@ -67,6 +67,7 @@ mod region;
 mod wipe;
 
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub use env::take_env_var;
 pub use error::{Error, Op, Result};
 pub use fork::{fork_epoch, PerProcess};

@@ -22,6 +22,7 @@ const FIRST_SCRATCH: usize = 4096;
 /// # Errors
 /// When the descriptor cannot be duplicated.
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(any(unix, windows))))]
 pub fn stdin_unbuffered() -> std::io::Result<std::fs::File> {
     use std::os::fd::AsFd;
     Ok(std::fs::File::from(
@@ -35,6 +36,7 @@ pub fn stdin_unbuffered() -> std::io::Result<std::fs::File> {
 /// # Errors
 /// When the handle cannot be duplicated.
 #[cfg(windows)]
+#[cfg_attr(docsrs, doc(cfg(any(unix, windows))))]
 pub fn stdin_unbuffered() -> std::io::Result<std::fs::File> {
     use std::os::windows::io::AsHandle;
     Ok(std::fs::File::from(

@@ -48,7 +48,8 @@
 //! # Getting secrets in
 //! [`SecretFactory::from_file`], [`SecretFactory::from_reader`] and [`SecretFactory::from_reader_to_end`]
 //! read straight into locked pages; [`input::stdin_unbuffered`] gives standard input without std's buffer;
-//! [`SecretFactory::create_with`] lets any source write into a new secret's pages before they are sealed.
+//! [`SecretFactory::create_with`] lets any source write into a new secret's pages before they are sealed;
+//! [`input::from_env`] moves an environment variable into a secret, wiping it in place.
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
