@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::core::coffer::{Coffer, REKEY_INTERVAL};
 use crate::core::crypto::{Cipher, NONCE_LEN, OVERHEAD as CIPHER_OVERHEAD};
-use memcall::PerProcess;
 use crate::error::{Error, Result};
 use crate::locked_buffer::LockedBuffer;
+use memcall::PerProcess;
 
 /// Bytes an enclave's ciphertext has beyond its plaintext: a 24-byte nonce and a 16-byte tag (as in Go).
 pub const OVERHEAD: usize = CIPHER_OVERHEAD;

@@ -50,8 +50,8 @@ mod imp {
 
     use memcall::{Protection, Region};
 
-    use memcall::PerProcess;
     use crate::error::Result;
+    use memcall::PerProcess;
 
     /// Usable stack per operation: room for the deepest keyed operation (a 16 KiB stream chunk sealed, or
     /// the key assembled with BLAKE2b) plus a signal frame (up to ~4 KiB with AVX-512 state) and a handler.
