@@ -59,6 +59,7 @@ mod limits;
 mod os;
 pub mod pool;
 mod region;
+pub mod secretmem;
 mod wipe;
 
 pub use error::{Error, Op, Result};
@@ -70,6 +71,7 @@ pub use limits::{disable_core_dumps, lock_limit, locked_bytes, Limit, LockLimit}
 pub use limits::{drop_lock_exemption, is_dumpable, set_dumpable};
 pub use pool::{Acquired, LockMode, RegionPool};
 pub use region::{round_to_pages, FreeError, Hardening, Outcome, Protection, Region};
+pub use secretmem::Backing;
 pub use wipe::wipe_bytes;
 
 /// The size of a memory page in bytes.
