@@ -31,7 +31,6 @@ pub const AREA_PAGES: usize = 64;
 
 /// Where a region's pages come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum Backing {
     /// Ordinary private anonymous memory ([`Region::alloc`]): locked, no-dump, no-fork, but in the kernel's
     /// direct map, so a process allowed to trace this one (root, a debugger) can read it.

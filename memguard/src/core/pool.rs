@@ -91,8 +91,9 @@ pub(crate) fn take(inner_len: usize) -> Option<Region> {
 /// Caches an armed mapping whose inner pages are locked, read-write and wiped; hands it back when the cache is
 /// full or the size is not cached.
 pub(crate) fn give(region: Region, inner_len: usize) -> Result<(), Region> {
-    if region.is_forked() {
-        // A region of the parent's, destroyed in a forked child: never cached (the caller forgets it).
+    if region.is_forked() || region.is_secret() {
+        // A region of the parent's, destroyed in a forked child: never cached (the caller forgets it). Secret
+        // memory goes back to memcall's pool of it when freed.
         return Err(region);
     }
     let cache = CACHE.get();
