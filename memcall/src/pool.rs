@@ -258,13 +258,14 @@ pub fn register_trim_hook(hook: fn() -> usize) -> bool {
 /// In a forked child it frees only what the child itself cached: regions cached by the parent are not the
 /// child's (their addresses may hold the child's own memory), and are never touched.
 pub fn trim_all() -> usize {
-    RegionPool::global().trim()
-        + crate::secretmem::trim()
+    let cached = RegionPool::global().trim()
         + TRIM_HOOKS
             .iter()
             .filter_map(OnceLock::get)
             .map(|hook| hook())
-            .sum::<usize>()
+            .sum::<usize>();
+    // Last: the caches above give secret-memory regions back to their areas, which may leave them idle.
+    cached + crate::secretmem::trim()
 }
 
 #[cfg(test)]

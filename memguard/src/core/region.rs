@@ -89,11 +89,8 @@ impl GuardedRegion {
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or(Error::InvalidLength { len: size })?;
         let secret = backing == memcall::Backing::SecretMem;
-        // The cache holds anonymous mappings only; secret memory has its own pool in memcall.
-        if !secret {
-            if let Some(region) = super::pool::take(inner_len) {
-                return Self::from_cache(region, size, inner_len);
-            }
+        if let Some(region) = super::pool::take(inner_len, secret) {
+            return Self::from_cache(region, size, inner_len);
         }
         let region = if secret {
             Region::alloc_secret(total)?
