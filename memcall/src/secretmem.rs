@@ -221,12 +221,16 @@ mod imp {
         let page = os::page_size();
         let n = len / page;
         let mut list = lock(areas);
-        // Newest areas first: they are the likeliest to have room.
-        let area = list.iter_mut().rev().find(|a| a.free_pages() >= n)?;
-        let start = area.carve(n)?;
+        // Newest areas first: they are the likeliest to have room. An area with enough free pages but no run
+        // of `n` of them is passed over.
+        let (addr, hardening) = list
+            .iter_mut()
+            .rev()
+            .filter(|a| a.free_pages() >= n)
+            .find_map(|a| Some((a.base + a.carve(n)? * page, a.hardening)))?;
         areas.free.fetch_sub(len, Ordering::Relaxed);
-        let ptr = NonNull::new((area.base + start * page) as *mut u8)?;
-        Some(Region::from_secret(ptr, len, area.hardening))
+        let ptr = NonNull::new(addr as *mut u8)?;
+        Some(Region::from_secret(ptr, len, hardening))
     }
 
     fn advise(res: Option<io::Result<()>>) -> Outcome {
