@@ -110,6 +110,18 @@ pub enum Error {
     /// The region was mapped by another process: this is a forked child, which has no mapping for it (no-fork
     /// advice) and may have put its own memory at that address since. Nothing was done.
     Forked,
+    /// Secret memory ([`Region::alloc_secret`](crate::Region::alloc_secret)) was asked for and the kernel has
+    /// none to give: `memfd_secret` failed. The message says why (the kernel is too old or built without it,
+    /// it is turned off at boot, or a seccomp filter refuses it) and what to do.
+    SecretMemUnavailable {
+        /// The error of `memfd_secret`.
+        source: io::Error,
+    },
+    /// The operating system has no such feature (for example secret memory off Linux).
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+    },
 }
 
 impl Error {
@@ -121,7 +133,9 @@ impl Error {
     /// The underlying OS error, when there is one.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            Error::Os { source, .. } | Error::LockLimit { source, .. } => Some(source),
+            Error::Os { source, .. }
+            | Error::LockLimit { source, .. }
+            | Error::SecretMemUnavailable { source } => Some(source),
             _ => None,
         }
     }
@@ -131,8 +145,18 @@ impl Error {
         match self {
             Error::Os { op, .. } => Some(*op),
             Error::LockLimit { .. } => Some(Op::Lock),
+            Error::SecretMemUnavailable { .. } => Some(Op::Map),
             _ => None,
         }
+    }
+
+    /// True when secret memory was asked for and this kernel or OS has none ([`Error::SecretMemUnavailable`],
+    /// or [`Error::Unsupported`]).
+    pub fn is_secret_mem_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::SecretMemUnavailable { .. } | Error::Unsupported { .. }
+        )
     }
 
     /// True when this is the locked-memory limit being reached.
@@ -188,6 +212,28 @@ impl fmt::Display for Error {
             Error::Forked => f.write_str(
                 "the memory belongs to the parent process: this forked child has no access to it and left it alone",
             ),
+            Error::SecretMemUnavailable { source } => {
+                write!(f, "secret memory (memfd_secret) is not available: {source}. ")?;
+                f.write_str(match source.raw_os_error() {
+                    Some(38) => {
+                        "The kernel has none to give: it is older than 5.14, built without CONFIG_SECRETMEM, or \
+                         secret memory is off (boot parameter secretmem.enable=0; kernels 5.14 to 6.4 need \
+                         secretmem.enable=1 on the kernel command line). "
+                    }
+                    Some(1 | 13) => {
+                        "A seccomp filter or security module refuses the call (container runtimes' default \
+                         seccomp profiles may): allow memfd_secret in the profile. "
+                    }
+                    _ => "",
+                })?;
+                f.write_str(
+                    "Or choose the best-effort secret-memory backing, which falls back to ordinary locked \
+                     pages and says so in each secret's protection report, or the default anonymous backing.",
+                )
+            }
+            Error::Unsupported { what } => {
+                write!(f, "{what} is not available on this operating system")
+            }
         }
     }
 }
@@ -199,7 +245,11 @@ impl std::error::Error for Error {
             Error::Os { source, .. } | Error::LockLimit { source, .. } => {
                 std::error::Error::source(source)
             }
-            Error::InvalidLength { .. } | Error::InvalidRange { .. } | Error::Forked => None,
+            Error::SecretMemUnavailable { source } => std::error::Error::source(source),
+            Error::InvalidLength { .. }
+            | Error::InvalidRange { .. }
+            | Error::Forked
+            | Error::Unsupported { .. } => None,
         }
     }
 }
@@ -211,6 +261,9 @@ impl From<Error> for io::Error {
             Error::Forked => io::ErrorKind::PermissionDenied,
             Error::LockLimit { .. } => io::ErrorKind::OutOfMemory,
             Error::Os { source, .. } => source.kind(),
+            Error::SecretMemUnavailable { .. } | Error::Unsupported { .. } => {
+                io::ErrorKind::Unsupported
+            }
         };
         io::Error::new(kind, err)
     }
@@ -285,11 +338,18 @@ mod tests {
                 source: layered_io(),
             },
             Error::Forked,
+            Error::SecretMemUnavailable {
+                source: io::Error::from_raw_os_error(38),
+            },
+            Error::Unsupported {
+                what: "secret memory",
+            },
         ];
         // No wildcard arm: a new variant does not compile until it has a flag here, and its flag is unused
         // (a warning, an error under `-D warnings`) until it is checked below.
         let (mut invalid_length, mut invalid_range, mut os, mut lock_limit, mut forked) =
             (false, false, false, false, false);
+        let (mut secret_mem, mut unsupported) = (false, false);
         for e in &all {
             match e {
                 Error::InvalidLength { .. } => invalid_length = true,
@@ -297,9 +357,12 @@ mod tests {
                 Error::Os { .. } => os = true,
                 Error::LockLimit { .. } => lock_limit = true,
                 Error::Forked => forked = true,
+                Error::SecretMemUnavailable { .. } => secret_mem = true,
+                Error::Unsupported { .. } => unsupported = true,
             }
         }
         assert!(invalid_length && invalid_range && os && lock_limit && forked);
+        assert!(secret_mem && unsupported);
         all
     }
 
@@ -378,6 +441,17 @@ mod tests {
             texts[6],
             "the memory belongs to the parent process: this forked child has no access to it and left it alone"
         );
+        assert!(
+            texts[7].starts_with("secret memory (memfd_secret) is not available: ")
+                && texts[7].contains("secretmem.enable=1")
+                && texts[7].contains("best-effort"),
+            "{}",
+            texts[7]
+        );
+        assert_eq!(
+            texts[8],
+            "secret memory is not available on this operating system"
+        );
     }
 
     #[test]
@@ -388,6 +462,10 @@ mod tests {
                 Error::LockLimit { .. } => {
                     assert!(e.is_lock_limit());
                     assert_eq!(e.op(), Some(Op::Lock));
+                }
+                Error::SecretMemUnavailable { .. } => {
+                    assert!(e.is_secret_mem_unavailable());
+                    assert_eq!(e.raw_os_error(), Some(38));
                 }
                 _ => assert!(e.io_error().is_none() && e.op().is_none()),
             }

@@ -64,6 +64,7 @@ mod limits;
 mod os;
 pub mod pool;
 mod region;
+pub mod secretmem;
 mod wipe;
 
 #[cfg(unix)]
@@ -78,6 +79,7 @@ pub use limits::{disable_core_dumps, lock_limit, locked_bytes, Limit, LockLimit}
 pub use limits::{drop_lock_exemption, is_dumpable, set_dumpable};
 pub use pool::{Acquired, LockMode, RegionPool};
 pub use region::{round_to_pages, FreeError, Hardening, Outcome, Protection, Region};
+pub use secretmem::Backing;
 pub use wipe::wipe_bytes;
 
 /// The README's example, compiled and run as a doc test.

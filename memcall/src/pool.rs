@@ -176,8 +176,12 @@ impl RegionPool {
     /// When wiping or freeing fails the region comes back inside the error, as with [`Region::free`].
     pub fn release(&self, region: Region, locked: bool) -> Result<(), crate::FreeError> {
         // With a test's unmap failure armed, free for real so the failure is reached.
-        let cacheable =
-            locked && region.is_locked() && !region.is_forked() && !crate::fault_armed(Op::Unmap);
+        // Secret memory goes back to its own pool (see `crate::secretmem`) through `free`.
+        let cacheable = locked
+            && region.is_locked()
+            && !region.is_forked()
+            && !region.is_secret()
+            && !crate::fault_armed(Op::Unmap);
         let Some(class) = Self::class_of(region.len()).filter(|_| cacheable) else {
             return region.free();
         };
@@ -254,12 +258,14 @@ pub fn register_trim_hook(hook: fn() -> usize) -> bool {
 /// In a forked child it frees only what the child itself cached: regions cached by the parent are not the
 /// child's (their addresses may hold the child's own memory), and are never touched.
 pub fn trim_all() -> usize {
-    RegionPool::global().trim()
+    let cached = RegionPool::global().trim()
         + TRIM_HOOKS
             .iter()
             .filter_map(OnceLock::get)
             .map(|hook| hook())
-            .sum::<usize>()
+            .sum::<usize>();
+    // Last: the caches above give secret-memory regions back to their areas, which may leave them idle.
+    cached + crate::secretmem::trim()
 }
 
 #[cfg(test)]

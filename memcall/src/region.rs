@@ -38,7 +38,7 @@ impl Outcome {
         self == Outcome::Applied
     }
 
-    fn from_result(res: Option<io::Result<()>>) -> Outcome {
+    pub(crate) fn from_result(res: Option<io::Result<()>>) -> Outcome {
         match res {
             None => Outcome::Unsupported,
             Some(Ok(())) => Outcome::Applied,
@@ -93,9 +93,10 @@ pub struct Region {
     ptr: NonNull<u8>,
     len: usize,
     hardening: Hardening,
-    /// Two facts in one word (a region is embedded in every guarded buffer, so it stays small):
-    /// - bits 1..: [`crate::fork_epoch`] when mapped; another value means this is a forked child and the range
+    /// Three facts in one word (a region is embedded in every guarded buffer, so it stays small):
+    /// - bits 2..: [`crate::fork_epoch`] when mapped; another value means this is a forked child and the range
     ///   is not ours;
+    /// - bit 1 ([`SECRET`]): the pages are secret memory, carved from an area of [`crate::secretmem`];
     /// - bit 0 ([`LOCKED`]): set by a successful lock of the whole region, cleared by any unlock. It is what
     ///   [`Region::is_locked`] reports, so a pool can tell locked regions from unlocked ones without trusting
     ///   its caller.
@@ -104,6 +105,10 @@ pub struct Region {
 
 /// Bit 0 of [`Region::tag`]: the whole region is locked.
 const LOCKED: u64 = 1;
+/// Bit 1 of [`Region::tag`]: secret memory (always locked by the kernel; freed back to its area).
+const SECRET: u64 = 2;
+/// The epoch starts at this bit of [`Region::tag`].
+const EPOCH_SHIFT: u32 = 2;
 
 // SAFETY:
 // - `Region` owns its mapping exclusively; the pointer is never shared with another owner.
@@ -223,8 +228,40 @@ impl Region {
             ptr,
             len,
             hardening,
-            tag: AtomicU64::new(epoch << 1),
+            tag: AtomicU64::new(epoch << EPOCH_SHIFT),
         })
+    }
+
+    /// Maps at least `len` bytes (rounded up to whole pages) of secret memory, read-write and zeroed: pages the
+    /// kernel removes from its direct map, so no other process can read them, root included (see
+    /// [`crate::secretmem`]). They are locked (charged to `RLIMIT_MEMLOCK`) and never dumped; no-fork advice
+    /// applies as for [`Region::alloc`]. The pages are carved from a pooled area; [`Region::free`] wipes them
+    /// and gives them back to it.
+    ///
+    /// # Errors
+    /// [`Error::SecretMemUnavailable`] when the kernel has no secret memory (the message says why and what to
+    /// do); [`Error::Unsupported`] on operating systems other than Linux; [`Error::LockLimit`] when mapping it
+    /// would exceed the locked-memory limit (after the caches of locked pages were trimmed);
+    /// [`Error::InvalidLength`] for zero or absurd lengths; [`Error::Os`] with [`Op::Map`] otherwise.
+    pub fn alloc_secret(len: usize) -> Result<Region> {
+        crate::secretmem::acquire(len)
+    }
+
+    /// A region of `len` bytes at `ptr`, carved from a secret-memory area of this process: read-write, zeroed,
+    /// locked by the kernel.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn from_secret(ptr: NonNull<u8>, len: usize, hardening: Hardening) -> Region {
+        Region {
+            ptr,
+            len,
+            hardening,
+            tag: AtomicU64::new((crate::fork_epoch() << EPOCH_SHIFT) | SECRET | LOCKED),
+        }
+    }
+
+    /// True when the pages are secret memory ([`Region::alloc_secret`]).
+    pub fn is_secret(&self) -> bool {
+        self.tag.load(Ordering::Relaxed) & SECRET != 0
     }
 
     /// Length in bytes (a whole number of pages).
@@ -249,7 +286,7 @@ impl Region {
 
     /// True when this process is a forked child of the one that mapped the region: the range is not ours.
     pub fn is_forked(&self) -> bool {
-        crate::fork_epoch() != self.tag.load(Ordering::Relaxed) >> 1
+        crate::fork_epoch() != self.tag.load(Ordering::Relaxed) >> EPOCH_SHIFT
     }
 
     /// True when the whole region was locked by [`Region::lock`] (or [`Region::lock_range`] over its whole
@@ -339,6 +376,10 @@ impl Region {
     /// As [`Region::lock`], plus [`Error::InvalidRange`].
     pub fn lock_range(&self, offset: usize, len: usize) -> Result<()> {
         let (p, l) = self.range(offset, len)?;
+        if self.is_secret() {
+            // Secret memory is locked by the kernel from the moment it is mapped (and charged then).
+            return Ok(());
+        }
         // SAFETY: `p..p+l` lies inside this region's mapping (checked by `range`).
         syscall(Op::Lock, p as usize, l, || unsafe { os::lock(p, l) })?;
         if offset == 0 && len == self.len {
@@ -361,6 +402,10 @@ impl Region {
     /// [`Error::InvalidRange`]; [`Error::Os`] with [`Op::Unlock`]; [`Error::Forked`] in a forked child.
     pub fn unlock_range(&self, offset: usize, len: usize) -> Result<()> {
         let (p, l) = self.range(offset, len)?;
+        if self.is_secret() {
+            // Secret memory cannot be unlocked: it stays locked until it is unmapped.
+            return Ok(());
+        }
         // Cleared before the call: even a failed unlock may have unlocked part of the range.
         self.tag.fetch_and(!LOCKED, Ordering::Release);
         // SAFETY: `p..p+l` lies inside this region's mapping (checked by `range`).
@@ -427,6 +472,11 @@ impl Region {
     fn release(&self) -> Result<()> {
         self.wipe()?;
         let (p, l) = (self.ptr.as_ptr(), self.len);
+        if self.is_secret() {
+            // Wiped and read-write: the pages go back to their area, whose unmap releases them.
+            crate::secretmem::give_back(p, l);
+            return Ok(());
+        }
         if self.hardening.crash_report_exclusion.is_applied() {
             // SAFETY: `p..p+l` is this region, registered at allocation.
             unsafe { os::unexclude_from_crash_reports(p, l) };
@@ -448,6 +498,11 @@ impl Drop for Region {
         // mapping is released anyway, since keeping it would only keep the secret around longer.
         if self.release().is_err() {
             let (p, l) = (self.ptr.as_ptr(), self.len);
+            if self.is_secret() {
+                // Unwiped secret memory is unmapped and never handed out again.
+                crate::secretmem::discard(p, l);
+                return;
+            }
             // SAFETY: `p..p+l` is this region's mapping and nothing uses it after `drop`.
             let _ = unsafe { os::unmap(p, l) };
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use pyo3::exceptions::{PyBlockingIOError, PyEOFError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyMemoryView, PySlice, PyString, PyTuple};
-use securememory::{Locking, SecretFactory};
+use securememory::{Backing, Locking, SecretFactory};
 
 use crate::call::call;
 use crate::errors::{self, Result};
@@ -25,13 +25,34 @@ fn locking(best_effort_locking: bool) -> Locking {
     }
 }
 
-fn repr(class: &str, locking: Locking) -> String {
+/// The `backing=` keyword: where the secrets' pages come from.
+fn backing(name: &str) -> PyResult<Backing> {
+    match name {
+        "anonymous" => Ok(Backing::Anonymous),
+        "secret_memory" => Ok(Backing::SecretMem),
+        "secret_memory_or_anonymous" => Ok(Backing::SecretMemOrAnonymous),
+        other => Err(PyValueError::new_err(format!(
+            "backing must be 'anonymous', 'secret_memory' or 'secret_memory_or_anonymous', not {other:?}"
+        ))),
+    }
+}
+
+fn backing_name(backing: Backing) -> &'static str {
+    match backing {
+        Backing::SecretMem => "secret_memory",
+        Backing::SecretMemOrAnonymous => "secret_memory_or_anonymous",
+        _ => "anonymous",
+    }
+}
+
+fn repr(class: &str, locking: Locking, backing: Backing) -> String {
     let best_effort = if locking == Locking::BestEffort {
         "True"
     } else {
         "False"
     };
-    format!("{class}(best_effort_locking={best_effort})")
+    let backing = backing_name(backing);
+    format!("{class}(best_effort_locking={best_effort}, backing='{backing}')")
 }
 
 /// `factory.new(source)`: copies the buffer into a secret, then wipes it (a read-only buffer is copied first and
@@ -284,11 +305,14 @@ macro_rules! factory_class {
         #[allow(clippy::wrong_self_convention)]
         impl $class {
             #[new]
-            #[pyo3(signature = (*, best_effort_locking = false))]
-            fn py_new(best_effort_locking: bool) -> Self {
-                $class {
-                    inner: <$rust>::with_locking(locking(best_effort_locking)),
-                }
+            #[pyo3(signature = (*, best_effort_locking = false, backing = "anonymous"))]
+            fn py_new(best_effort_locking: bool, backing: &str) -> PyResult<Self> {
+                Ok($class {
+                    inner: <$rust>::builder()
+                        .locking(locking(best_effort_locking))
+                        .backing(self::backing(backing)?)
+                        .build(),
+                })
             }
 
             /// Copies `source` into a new secret, then zeroes `source` if it is writable; on any error `source` is
@@ -338,7 +362,7 @@ macro_rules! factory_class {
             }
 
             fn __repr__(&self) -> String {
-                repr(stringify!($class), self.inner.locking())
+                repr(stringify!($class), self.inner.locking(), self.inner.backing())
             }
         }
     };

@@ -172,6 +172,9 @@ impl Secret {
         dict.set_item("guard_pages", report.guard_pages)?;
         dict.set_item("canary", report.canary)?;
         dict.set_item("fork_detection", report.fork_detection)?;
+        let secret_memory = report.backing == memcall::Backing::SecretMem;
+        dict.set_item("secret_memory", secret_memory)?;
+        dict.set_item("secret_memory_fallback", report.secret_memory_fallback)?;
         Ok(dict)
     }
 

@@ -55,6 +55,7 @@
 
 #[allow(unsafe_code)]
 mod access;
+mod backing;
 mod core_dumps;
 mod error;
 pub mod input;
@@ -69,6 +70,7 @@ pub mod stream;
 
 pub use ::memguard::Locking;
 pub use access::Quarantine;
+pub use backing::Backing;
 pub use core_dumps::{keep_core_dumps, KEEP_CORE_DUMPS_ENV};
 pub use error::{Error, Result};
 

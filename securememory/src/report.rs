@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use memcall::{Hardening, Outcome};
+use memcall::{Backing, Hardening, Outcome};
 
 /// What protects one secret, as found when it was created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,12 @@ pub struct ProtectionReport {
     pub fork_detection: bool,
     /// Bytes of memory this secret keeps locked (whole pages).
     pub locked_bytes: usize,
+    /// Where the pages are: [`Backing::SecretMem`] means no other process can read them, root included (see
+    /// [`crate::Backing`]).
+    pub backing: Backing,
+    /// Secret memory was asked for with [`crate::Backing::SecretMemOrAnonymous`] and the kernel had none: the
+    /// secret is in anonymous pages instead.
+    pub secret_memory_fallback: bool,
 }
 
 impl ProtectionReport {
@@ -39,7 +45,16 @@ impl ProtectionReport {
             canary: false,
             fork_detection: cfg!(unix),
             locked_bytes,
+            backing: Backing::Anonymous,
+            secret_memory_fallback: false,
         }
+    }
+
+    /// The report with the backing the pages got.
+    pub(crate) fn in_backing(mut self, backing: Backing, fallback: bool) -> Self {
+        self.backing = backing;
+        self.secret_memory_fallback = fallback;
+        self
     }
 }
 
@@ -48,7 +63,7 @@ impl fmt::Display for ProtectionReport {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         write!(
             f,
-            "locked: {} ({} bytes), no-dump: {}, no-fork: {}, no-huge-pages: {}, guard pages: {}, canary: {}, fork detection: {}",
+            "locked: {} ({} bytes), no-dump: {}, no-fork: {}, no-huge-pages: {}, guard pages: {}, canary: {}, fork detection: {}, backing: {}{}",
             yes_no(self.locked),
             self.locked_bytes,
             self.no_dump,
@@ -57,6 +72,12 @@ impl fmt::Display for ProtectionReport {
             yes_no(self.guard_pages),
             yes_no(self.canary),
             yes_no(self.fork_detection),
+            self.backing,
+            if self.secret_memory_fallback {
+                " (secret memory unavailable: best-effort fallback)"
+            } else {
+                ""
+            },
         )
     }
 }

@@ -198,7 +198,8 @@ macro_rules! impl_secret {
 }
 pub(crate) use impl_secret;
 
-/// Constructors, builder and `Default` every flavour's factory shares (a factory is `{ locking: Locking }`).
+/// Constructors, builder and `Default` every flavour's factory shares (a factory is
+/// `{ locking: Locking, backing: Backing }`).
 macro_rules! impl_factory {
     ($factory:ident, $builder:ident) => {
         impl $factory {
@@ -217,19 +218,28 @@ macro_rules! impl_factory {
             /// A factory with the given locking policy.
             pub fn with_locking(locking: $crate::Locking) -> Self {
                 $crate::core_dumps::disable_once();
-                $factory { locking }
+                $factory {
+                    locking,
+                    backing: $crate::Backing::Anonymous,
+                }
             }
 
             /// A builder, for settings beyond the defaults.
             pub fn builder() -> $builder {
                 $builder {
                     locking: $crate::Locking::Required,
+                    backing: $crate::Backing::Anonymous,
                 }
             }
 
             /// The locking policy of this factory.
             pub fn locking(&self) -> $crate::Locking {
                 self.locking
+            }
+
+            /// Where this factory puts its secrets' pages.
+            pub fn backing(&self) -> $crate::Backing {
+                self.backing
             }
         }
 
@@ -244,6 +254,7 @@ macro_rules! impl_factory {
         #[must_use]
         pub struct $builder {
             locking: $crate::Locking,
+            backing: $crate::Backing,
         }
 
         impl $builder {
@@ -253,9 +264,20 @@ macro_rules! impl_factory {
                 self
             }
 
+            /// Sets where the secrets' pages come from (default [`Backing::Anonymous`](crate::Backing)):
+            /// [`Backing::SecretMem`](crate::Backing::SecretMem) puts them in memory the kernel cannot read,
+            /// nor any other process, root included (Linux 5.14 and later).
+            pub fn backing(mut self, backing: $crate::Backing) -> Self {
+                self.backing = backing;
+                self
+            }
+
             /// The factory.
             pub fn build(self) -> $factory {
-                $factory::with_locking(self.locking)
+                $factory {
+                    backing: self.backing,
+                    ..$factory::with_locking(self.locking)
+                }
             }
         }
     };

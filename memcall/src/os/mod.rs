@@ -10,6 +10,8 @@ mod unix;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) mod linux_secretmem;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use linux as backend;
 

@@ -20,14 +20,15 @@ const MAX_CACHED_BYTES: usize = 256 * 1024;
 /// the child never hands them out, trims or unmaps them. A purge in progress on a parent thread at the fork
 /// does not stop the child from caching either.
 struct Cache {
-    shelves: [Mutex<Vec<Region>>; MAX_INNER_PAGES],
+    /// By inner size: anonymous mappings, then secret-memory ones (see [`Region::alloc_secret`]).
+    shelves: [Mutex<Vec<Region>>; 2 * MAX_INNER_PAGES],
     cached_bytes: AtomicUsize,
     /// Purges in progress: what they destroy is unmapped, not cached.
     purging: AtomicUsize,
 }
 
 static CACHE: PerProcess<Cache> = PerProcess::new(|| Cache {
-    shelves: [const { Mutex::new(Vec::new()) }; MAX_INNER_PAGES],
+    shelves: [const { Mutex::new(Vec::new()) }; 2 * MAX_INNER_PAGES],
     cached_bytes: AtomicUsize::new(0),
     purging: AtomicUsize::new(0),
 });
@@ -56,9 +57,12 @@ fn shelf(cache: &Cache, index: usize) -> MutexGuard<'_, Vec<Region>> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
-fn shelf_of(inner_len: usize) -> Option<usize> {
+fn shelf_of(inner_len: usize, secret: bool) -> Option<usize> {
     let pages = inner_len / memcall::page_size();
-    (1..=MAX_INNER_PAGES).contains(&pages).then(|| pages - 1)
+    let base = if secret { MAX_INNER_PAGES } else { 0 };
+    (1..=MAX_INNER_PAGES)
+        .contains(&pages)
+        .then(|| base + pages - 1)
 }
 
 fn register_once() {
@@ -75,12 +79,12 @@ fn bypass(ops: &[memcall::Op]) -> bool {
     ops.iter().any(|&op| memcall::fault_armed(op))
 }
 
-/// A cached mapping for `inner_len` bytes of inner pages, if one is there.
-pub(crate) fn take(inner_len: usize) -> Option<Region> {
+/// A cached mapping for `inner_len` bytes of inner pages, in secret memory or not, if one is there.
+pub(crate) fn take(inner_len: usize, secret: bool) -> Option<Region> {
     if bypass(&[memcall::Op::Map, memcall::Op::Lock, memcall::Op::Protect]) {
         return None;
     }
-    let index = shelf_of(inner_len)?;
+    let index = shelf_of(inner_len, secret)?;
     // Nothing cached in this process yet: nothing to take (and no need to build the cache).
     let cache = CACHE.get_if_built()?;
     let region = shelf(cache, index).pop()?;
@@ -97,7 +101,8 @@ pub(crate) fn give(region: Region, inner_len: usize) -> Result<(), Region> {
     }
     let cache = CACHE.get();
     let purging = cache.purging.load(Ordering::SeqCst) > 0;
-    let Some(index) = shelf_of(inner_len).filter(|_| !purging && !bypass(&[memcall::Op::Unmap]))
+    let Some(index) = shelf_of(inner_len, region.is_secret())
+        .filter(|_| !purging && !bypass(&[memcall::Op::Unmap]))
     else {
         return Err(region);
     };
@@ -122,8 +127,8 @@ pub fn trim() -> usize {
         return 0;
     };
     let mut freed = 0;
-    for index in 0..MAX_INNER_PAGES {
-        let inner_len = (index + 1) * memcall::page_size();
+    for index in 0..2 * MAX_INNER_PAGES {
+        let inner_len = (index % MAX_INNER_PAGES + 1) * memcall::page_size();
         for region in std::mem::take(&mut *shelf(cache, index)) {
             cache.cached_bytes.fetch_sub(inner_len, Ordering::Relaxed);
             freed += inner_len;

@@ -63,6 +63,21 @@ impl GuardedRegion {
     /// [`Locking::Required`]) or protecting fails; [`Error::Random`] when no canary can be drawn. Nothing is
     /// left mapped on error.
     pub fn new(size: usize, locking: Locking) -> Result<GuardedRegion> {
+        Self::new_in(size, locking, memcall::Backing::Anonymous)
+    }
+
+    /// As [`GuardedRegion::new`], with the pages from `backing`. In secret memory
+    /// ([`memcall::Backing::SecretMem`]) the whole mapping, guard pages included, is secret memory: always
+    /// locked, and charged to the memlock limit whole (see [`memcall::Region::alloc_secret`]).
+    ///
+    /// # Errors
+    /// As [`GuardedRegion::new`]; with secret memory also [`Error::Memory`] holding
+    /// [`memcall::Error::SecretMemUnavailable`] or [`memcall::Error::Unsupported`] where there is none.
+    pub fn new_in(
+        size: usize,
+        locking: Locking,
+        backing: memcall::Backing,
+    ) -> Result<GuardedRegion> {
         if size == 0 {
             return Err(Error::InvalidLength { len: size });
         }
@@ -73,10 +88,15 @@ impl GuardedRegion {
             .checked_add(2 * page)
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or(Error::InvalidLength { len: size })?;
-        if let Some(region) = super::pool::take(inner_len) {
+        let secret = backing == memcall::Backing::SecretMem;
+        if let Some(region) = super::pool::take(inner_len, secret) {
             return Self::from_cache(region, size, inner_len);
         }
-        let region = Region::alloc(total)?;
+        let region = if secret {
+            Region::alloc_secret(total)?
+        } else {
+            Region::alloc(total)?
+        };
         let mut this = GuardedRegion {
             region,
             size,
@@ -245,6 +265,11 @@ impl GuardedRegion {
     /// True when the inner pages are locked into RAM.
     pub fn is_locked(&self) -> bool {
         self.locked
+    }
+
+    /// True when the pages are secret memory ([`GuardedRegion::new_in`] with [`memcall::Backing::SecretMem`]).
+    pub fn is_secret(&self) -> bool {
+        self.region.is_secret()
     }
 
     /// Which per-region hardening (no-dump, no-fork, ...) took effect.

@@ -1,10 +1,11 @@
 //! The benchmark set of the speed goals: each case with the baseline it is divided by and its goal.
 
 use super::floor::{AeadSealOpen, FloorPair, Getrandom32};
+use super::library;
+use super::secret_memory;
+use super::stats::Workload;
 
 const MIB: usize = 1 << 20;
-use super::library;
-use super::stats::Workload;
 
 pub type Make = fn() -> Result<Box<dyn Workload>, String>;
 
@@ -214,6 +215,30 @@ pub fn all() -> Vec<Case> {
                 },
             )
         },
+        case(
+            "with_bytes/protected_memory/secret_memory",
+            Baseline::Workload("with_bytes/protected_memory", library::with_bytes_protected),
+            Goal::Ratio(1.10),
+            secret_memory::with_bytes_protected,
+        ),
+        case(
+            "with_bytes/memguard/secret_memory",
+            Baseline::Workload("with_bytes/memguard", library::with_bytes_memguard),
+            Goal::Ratio(1.10),
+            secret_memory::with_bytes_memguard,
+        ),
+        case(
+            "new_close/protected_memory/secret_memory",
+            Baseline::Workload("new_close/protected_memory", library::new_close_protected),
+            Goal::Ratio(1.5),
+            secret_memory::new_close_protected,
+        ),
+        case(
+            "new_close/memguard/secret_memory",
+            Baseline::Workload("new_close/memguard", library::new_close_memguard),
+            Goal::Ratio(1.5),
+            secret_memory::new_close_memguard,
+        ),
         case(
             "memcall/region_alloc_lock_free",
             Baseline::Floor,

@@ -3,6 +3,7 @@
 mod cases;
 mod floor;
 mod library;
+mod secret_memory;
 pub mod stats;
 
 use std::time::{Duration, Instant};

@@ -191,9 +191,11 @@ fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Verdict], expect: u64) 
         "memfd_secret",
         &p.memfd_secret,
         false,
-        "informational: this version of the library does not use it",
-        "optional: needs Linux 5.14+ with secretmem enabled (`secretmem.enable=1` on older 6.x kernels) and \
-         a seccomp profile that allows syscall 447",
+        "secrets made with `Backing::SecretMem` (Python: `backing=\"secret_memory\"`) are unreadable by other \
+         processes, root included",
+        "optional, for `Backing::SecretMem`: needs Linux 5.14+ with secretmem enabled (`secretmem.enable=1` \
+         on kernels before 6.5) and a seccomp profile that allows syscall 447; `SecretMemOrAnonymous` falls \
+         back to ordinary locked pages and says so",
     ));
     for s in &p.secrets {
         out.push(Check {

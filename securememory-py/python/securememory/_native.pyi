@@ -3,7 +3,7 @@
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, TypeVar, final
+from typing import Literal, Protocol, TypeVar, final
 
 from typing_extensions import Buffer, Self
 
@@ -69,7 +69,12 @@ class Secret:
 class ProtectedMemorySecretFactory:
     """Makes secrets backed by whole protected pages (locked, never dumped, no-access outside ``with_bytes``)."""
 
-    def __new__(cls, *, best_effort_locking: bool = False) -> Self: ...
+    def __new__(
+        cls,
+        *,
+        best_effort_locking: bool = False,
+        backing: Literal["anonymous", "secret_memory", "secret_memory_or_anonymous"] = "anonymous",
+    ) -> Self: ...
     def new(self, source: Buffer) -> Secret:
         """Copies ``source`` into a new secret, then wipes ``source``.
 
@@ -136,7 +141,12 @@ class ProtectedMemorySecretFactory:
 class MemguardSecretFactory:
     """Makes secrets in guarded buffers: guard pages on both sides and a canary checked on close."""
 
-    def __new__(cls, *, best_effort_locking: bool = False) -> Self: ...
+    def __new__(
+        cls,
+        *,
+        best_effort_locking: bool = False,
+        backing: Literal["anonymous", "secret_memory", "secret_memory_or_anonymous"] = "anonymous",
+    ) -> Self: ...
     def new(self, source: Buffer) -> Secret:
         """Copies ``source`` into a new secret, then wipes ``source``; on any error ``source`` is left exactly as
         it was (see ``ProtectedMemorySecretFactory.new``)."""

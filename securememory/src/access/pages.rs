@@ -130,17 +130,31 @@ pub struct ProtectedPages {
     region: Region,
     len: usize,
     locked: bool,
+    /// Anonymous pages standing in for unavailable secret memory (best-effort backing).
+    fallback: bool,
 }
 
 impl ProtectedPages {
-    /// Read-write, zeroed, no-dump, no-fork pages for `len` bytes, locked as `mode` asks.
-    pub(crate) fn alloc(len: usize, mode: LockMode) -> memcall::Result<Unsealed<ProtectedPages>> {
-        let Acquired { region, locked } = RegionPool::global().acquire(len, mode)?;
+    /// Read-write, zeroed, no-dump, no-fork pages for `len` bytes from `backing`, locked as `mode` asks
+    /// (secret memory is always locked).
+    pub(crate) fn alloc(
+        len: usize,
+        mode: LockMode,
+        backing: memcall::Backing,
+    ) -> memcall::Result<Unsealed<ProtectedPages>> {
+        let Acquired { region, locked } = match backing {
+            memcall::Backing::SecretMem => Acquired {
+                region: Region::alloc_secret(len)?,
+                locked: true,
+            },
+            memcall::Backing::Anonymous => RegionPool::global().acquire(len, mode)?,
+        };
         Ok(Unsealed {
             pages: ProtectedPages {
                 region,
                 len,
                 locked,
+                fallback: false,
             },
         })
     }
@@ -150,6 +164,21 @@ impl Unsealed<ProtectedPages> {
     /// Whether the pages are locked in RAM.
     pub(crate) fn is_locked(&self) -> bool {
         self.pages.locked
+    }
+
+    /// Records that these anonymous pages stand in for unavailable secret memory.
+    pub(crate) fn set_fallback(&mut self, fallback: bool) {
+        self.pages.fallback = fallback;
+    }
+
+    /// The backing of the pages, and whether it is a fallback from secret memory.
+    pub(crate) fn backing(&self) -> (memcall::Backing, bool) {
+        let backing = if self.pages.region.is_secret() {
+            memcall::Backing::SecretMem
+        } else {
+            memcall::Backing::Anonymous
+        };
+        (backing, self.pages.fallback)
     }
 
     pub(crate) fn region(&self) -> &Region {
@@ -184,7 +213,7 @@ impl Pages for ProtectedPages {
     }
 
     fn destroy(self) -> Result<(), DestroyFailed<Self>> {
-        let (len, locked) = (self.len, self.locked);
+        let (len, locked, fallback) = (self.len, self.locked, self.fallback);
         // The pool makes the pages writable and wipes them, then caches them (still locked) or unmaps them.
         RegionPool::global()
             .release(self.region, locked)
@@ -194,6 +223,7 @@ impl Pages for ProtectedPages {
                     region: e.region,
                     len,
                     locked,
+                    fallback,
                 }),
             })
     }
@@ -207,12 +237,14 @@ pub struct GuardedPages {
 }
 
 impl GuardedPages {
-    /// Maps guarded pages for `len` bytes, canary planted, data pages locked per `locking`, data read-write.
+    /// Maps guarded pages for `len` bytes from `backing`, canary planted, data pages locked per `locking`, data
+    /// read-write.
     pub(crate) fn alloc(
         len: usize,
         locking: crate::mg::Locking,
+        backing: memcall::Backing,
     ) -> Result<Unsealed<GuardedPages>, crate::mg::Error> {
-        let region = crate::mg::GuardedRegion::new(len, locking)?;
+        let region = crate::mg::GuardedRegion::new_in(len, locking, backing)?;
         Ok(Unsealed {
             pages: GuardedPages { region },
         })

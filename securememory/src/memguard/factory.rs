@@ -17,26 +17,41 @@ use super::MemguardSecret;
 #[derive(Clone, Copy, Debug)]
 pub struct MemguardSecretFactory {
     locking: Locking,
+    backing: crate::Backing,
 }
 
 crate::shared::impl_factory!(MemguardSecretFactory, MemguardSecretFactoryBuilder);
 
 impl MemguardSecretFactory {
-    fn alloc(&self, len: usize) -> Result<Unsealed<GuardedPages>> {
+    fn alloc(&self, len: usize) -> Result<(Unsealed<GuardedPages>, bool)> {
         if len == 0 {
             return Err(Error::InvalidLength { len });
         }
-        GuardedPages::alloc(len, self.locking).map_err(Error::from)
+        let (unsealed, _, fallback) = self.backing.allocate(
+            |backing| GuardedPages::alloc(len, self.locking, backing).map_err(Error::from),
+            |e| matches!(e, Error::Memory(m) if m.is_secret_mem_unavailable()),
+        )?;
+        Ok((unsealed, fallback))
     }
 
-    fn finish(unsealed: Unsealed<GuardedPages>, len: usize) -> Result<MemguardSecret> {
+    fn finish(
+        unsealed: Unsealed<GuardedPages>,
+        len: usize,
+        fallback: bool,
+    ) -> Result<MemguardSecret> {
         let region = unsealed.region();
         let locked = if region.is_locked() {
             region.inner_len()
         } else {
             0
         };
-        let mut report = ProtectionReport::new(region.hardening(), locked);
+        let backing = if region.is_secret() {
+            memcall::Backing::SecretMem
+        } else {
+            memcall::Backing::Anonymous
+        };
+        let mut report =
+            ProtectionReport::new(region.hardening(), locked).in_backing(backing, fallback);
         report.guard_pages = true;
         report.canary = region.canary_len() > 0;
         SecretCore::seal(unsealed, len, report).map(MemguardSecret::from_core)
@@ -49,11 +64,11 @@ impl MemguardSecretFactory {
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<MemguardSecret> {
         let _timer = AllocTimer::start(Flavour::Memguard);
-        let mut unsealed = self.alloc(size)?;
+        let (mut unsealed, fallback) = self.alloc(size)?;
         if let Err(e) = fill(unsealed.bytes_mut()) {
             return Err(discard(e, unsealed.into_pages()));
         }
-        Self::finish(unsealed, size)
+        Self::finish(unsealed, size, fallback)
     }
 }
 
@@ -62,11 +77,11 @@ impl SecretFactory for MemguardSecretFactory {
 
     fn new(&self, source: &mut [u8]) -> Result<MemguardSecret> {
         let _timer = AllocTimer::start(Flavour::Memguard);
-        let mut unsealed = self.alloc(source.len())?;
+        let (mut unsealed, fallback) = self.alloc(source.len())?;
         // A plain copy: its timing depends on the length only, never on the bytes.
         unsealed.bytes_mut().copy_from_slice(source);
         // The source is wiped only once the secret exists: on any error it is left as it was.
-        let secret = Self::finish(unsealed, source.len())?;
+        let secret = Self::finish(unsealed, source.len(), fallback)?;
         memcall::wipe_bytes(source);
         Ok(secret)
     }

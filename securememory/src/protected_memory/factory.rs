@@ -22,6 +22,7 @@ use super::ProtectedMemorySecret;
 #[derive(Clone, Copy, Debug)]
 pub struct ProtectedMemorySecretFactory {
     locking: Locking,
+    backing: crate::Backing,
 }
 
 crate::shared::impl_factory!(
@@ -32,6 +33,21 @@ crate::shared::impl_factory!(
 impl ProtectedMemorySecretFactory {
     /// Maps and locks pages for `len` bytes; returns them with the number of bytes locked.
     fn alloc(&self, len: usize) -> Result<(Unsealed<ProtectedPages>, usize)> {
+        let (mut unsealed, _, fallback) = self.backing.allocate(
+            |backing| self.alloc_in(len, backing),
+            |e| matches!(e, Error::Memory(m) if m.is_secret_mem_unavailable()),
+        )?;
+        unsealed.set_fallback(fallback);
+        let locked = if unsealed.is_locked() {
+            unsealed.region().len()
+        } else {
+            log::debug!("secret pages not locked (best-effort locking)");
+            0
+        };
+        Ok((unsealed, locked))
+    }
+
+    fn alloc_in(&self, len: usize, backing: memcall::Backing) -> Result<Unsealed<ProtectedPages>> {
         if len == 0 {
             return Err(Error::InvalidLength { len });
         }
@@ -39,17 +55,10 @@ impl ProtectedMemorySecretFactory {
             Locking::Required => LockMode::Required,
             Locking::BestEffort => LockMode::BestEffort,
         };
-        let unsealed = ProtectedPages::alloc(len, mode).map_err(|e| match e {
+        ProtectedPages::alloc(len, mode, backing).map_err(|e| match e {
             memcall::Error::InvalidLength { .. } => Error::InvalidLength { len },
             e => Error::Memory(e),
-        })?;
-        if unsealed.is_locked() {
-            let locked = unsealed.region().len();
-            Ok((unsealed, locked))
-        } else {
-            log::debug!("secret pages not locked (best-effort locking)");
-            Ok((unsealed, 0))
-        }
+        })
     }
 
     fn finish(
@@ -57,7 +66,9 @@ impl ProtectedMemorySecretFactory {
         len: usize,
         locked: usize,
     ) -> Result<ProtectedMemorySecret> {
-        let report = ProtectionReport::new(unsealed.region().hardening(), locked);
+        let (backing, fallback) = unsealed.backing();
+        let report = ProtectionReport::new(unsealed.region().hardening(), locked)
+            .in_backing(backing, fallback);
         SecretCore::seal(unsealed, len, report).map(ProtectedMemorySecret::from_core)
     }
 
