@@ -20,6 +20,7 @@
 //! | no leak over time | `soak.rs` (release): 10^6 create/close cycles, `VmLck`, the library's mappings, `VmRSS` flat |
 //! | bad input is a typed error, never a crash | `bad_input.rs` |
 //! | the kernel agrees: `lo`, `dd`, `dc`, `---` at rest, `r--` inside | `kernel_view.rs` (and each protection report) |
+//! | not readable by other processes, root included | `secret_memory.rs`: both flavours at rest and in a window against `/proc/*/mem`, `process_vm_readv`, `ptrace`, `gcore`, a crash core; anonymous control; wipe, fork, memlock counts |
 //! | the doctor's scenarios, at CI's sizes | `doctor_scenarios.rs`: every entry of the proof registry (`proofs::scenarios::REGISTRY`) |
 #![cfg(target_os = "linux")]
 
