@@ -35,12 +35,16 @@ SKIP_BINARIES=(
   "guarantees:signal_exit  every test runs in a child process, which valgrind does not follow"
   "guarantees:stream_copies  every test runs in a child process, which valgrind does not follow"
   "guarantees:input_no_copy  every test runs in a child process, which valgrind does not follow"
+  "guarantees:doctor_scenarios  every test runs in a child process, which valgrind does not follow"
+  "guarantees:env_no_copy  every test runs in a child process, which valgrind does not follow"
+  "guarantees:secret_memory  every test runs in a child process (traced by the parent), which valgrind does not follow"
   "guarantees:enclave_key  keyed operations switch to memguard's private stack, which memcheck cannot follow (see below)"
   "guarantees:purge_race  enclaves (private stack, see below), and 500,000 operations"
   "memguard:memguard  unit tests of the private stack and the coffer (private stack, see below)"
   "memguard:enclave  keyed operations run on memguard's private stack (see below)"
   "memguard:stream  keyed operations run on memguard's private stack (see below)"
   "memguard:purge  the enclave key's rekeying runs on memguard's private stack (see below)"
+  "securememory:glob_import  opens a memguard Enclave, whose keyed operations run on the private stack (see below)"
 )
 # The private stack: memguard runs every keyed operation (enclaves, streams, the coffer's re-split) on a stack
 # it switches to itself, in locked no-dump pages, so the key never sits on an ordinary stack. memcheck tracks
