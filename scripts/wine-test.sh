@@ -36,7 +36,14 @@ WINE=/usr/lib/wine/wine64 WINESERVER=/usr/lib/wine/wineserver
 
 # --- a fresh prefix with the missing DLL -------------------------------------------------------------------
 tmp=$(mktemp -d)
-trap '"$WINESERVER" -k 2>/dev/null; "$WINESERVER" -w 2>/dev/null; rm -rf "$tmp"' EXIT
+cleanup() {
+  local rc=$?
+  "$WINESERVER" -k 2>/dev/null || true
+  "$WINESERVER" -w 2>/dev/null || true
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
 export WINEPREFIX=$tmp/prefix WINEARCH=win64 WINEDEBUG=-all
 # No Mono/Gecko install prompts while the prefix is made; winedbg disabled so an unhandled exception ends the
 # process with its exception code instead of a debugger session that exits 0.
