@@ -42,8 +42,8 @@ fn hardening_is_reported_on_linux() {
 }
 
 /// Windows: crash-report exclusion is applied exactly when kernel32 offers `WerRegisterExcludedMemoryBlock`
-/// (Windows 8.1 and later; not Wine), and reported `Unsupported` otherwise, never faked. The Unix-only measures
-/// are `Unsupported`.
+/// (Windows 10 version 1703 and Server 2016 on; not Wine), and reported `Unsupported` otherwise, never faked.
+/// The Unix-only measures are `Unsupported`.
 #[cfg(windows)]
 #[test]
 fn crash_report_exclusion_is_reported_honestly_on_windows() {

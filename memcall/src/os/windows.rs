@@ -219,7 +219,8 @@ struct Wer {
 }
 
 /// kernel32's crash-report exclusion functions, looked up once; `None` when this system has not both (Windows
-/// before 8.1, Wine). Linking them statically would make the whole library fail to load there.
+/// before 10 version 1703 and Server 2016, Wine). Linking them statically would make the whole library fail to
+/// load there.
 fn wer() -> Option<Wer> {
     static WER: OnceLock<Option<Wer>> = OnceLock::new();
     *WER.get_or_init(|| {
