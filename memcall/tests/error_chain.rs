@@ -81,8 +81,16 @@ mod from_failing_calls {
     use super::*;
     use memcall::fault;
 
+    // An unrelated failure and the lock-limit code: errno on Unix; ERROR_GEN_FAILURE and
+    // ERROR_WORKING_SET_QUOTA on Windows (where 5 is ERROR_ACCESS_DENIED, a lock-limit code).
+    #[cfg(unix)]
     const EIO: i32 = 5;
+    #[cfg(unix)]
     const ENOMEM: i32 = 12;
+    #[cfg(windows)]
+    const EIO: i32 = 31;
+    #[cfg(windows)]
+    const ENOMEM: i32 = 1453;
 
     #[test]
     fn map_protect_and_lock_failures() {

@@ -41,6 +41,56 @@ fn hardening_is_reported_on_linux() {
     region.free().unwrap();
 }
 
+/// Windows: crash-report exclusion is applied exactly when kernel32 offers `WerRegisterExcludedMemoryBlock`
+/// (Windows 10 version 1703 and Server 2016 on; not Wine), and reported `Unsupported` otherwise, never faked.
+/// The Unix-only measures are `Unsupported`.
+#[cfg(windows)]
+#[test]
+fn crash_report_exclusion_is_reported_honestly_on_windows() {
+    use memcall::Outcome;
+    #[link(name = "kernel32")]
+    extern "system" {
+        fn GetModuleHandleA(name: *const u8) -> *mut std::ffi::c_void;
+        fn GetProcAddress(
+            module: *mut std::ffi::c_void,
+            name: *const u8,
+        ) -> *const std::ffi::c_void;
+    }
+    // SAFETY: NUL-terminated names; kernel32 is loaded in every process and its handle needs no release.
+    let offered = unsafe {
+        let kernel32 = GetModuleHandleA(c"kernel32.dll".as_ptr().cast());
+        !kernel32.is_null()
+            && !GetProcAddress(kernel32, c"WerRegisterExcludedMemoryBlock".as_ptr().cast())
+                .is_null()
+    };
+    let region = Region::alloc(1).unwrap();
+    let h = region.hardening();
+    let expected = if offered {
+        Outcome::Applied
+    } else {
+        Outcome::Unsupported
+    };
+    assert_eq!(h.crash_report_exclusion, expected, "{h:?}");
+    assert_eq!(h.no_dump, Outcome::Unsupported, "{h:?}");
+    assert_eq!(h.no_fork, Outcome::Unsupported, "{h:?}");
+    region.free().unwrap();
+}
+
+/// Windows has no process-wide count of locked bytes: `locked_bytes()` says so with `None`, and the lock limit
+/// leaves `locked_now` unknown too.
+#[cfg(windows)]
+#[test]
+fn locked_bytes_are_unknown_on_windows() {
+    let region = Region::alloc(1).unwrap();
+    region.lock().unwrap();
+    assert_eq!(memcall::locked_bytes(), None);
+    let limit = memcall::lock_limit().unwrap();
+    assert_eq!(limit.locked_now, None);
+    assert!(limit.to_string().contains("working-set size"), "{limit}");
+    region.unlock().unwrap();
+    region.free().unwrap();
+}
+
 #[test]
 fn wipe_zeroes_and_leaves_region_writable() {
     let mut region = Region::alloc(100).unwrap();

@@ -70,12 +70,14 @@ fn failed_open_releases_its_buffer() {
                           // The rekeying thread also runs on a private stack: one re-split overlapping an open would map a
                           // second, cached stack and count as locked memory.
         memguard::stop_rekeying();
-        let before = memcall::locked_bytes().unwrap();
+        // Where the OS does not count locked bytes (Windows: `None`), the registry count still proves it.
+        let before = memcall::locked_bytes();
+        assert!(before.is_some() || !cfg!(target_os = "linux"), "VmLck");
         let registered = memguard::registered_count();
         for _ in 0..100 {
             assert!(matches!(bad.open(), Err(Error::DecryptionFailed)));
         }
-        assert_eq!(memcall::locked_bytes().unwrap(), before);
+        assert_eq!(memcall::locked_bytes(), before);
         assert_eq!(memguard::registered_count(), registered);
         std::process::exit(0);
     }
@@ -201,6 +203,7 @@ fn another_enclaves_ciphertext_does_not_open_here() {
 }
 
 /// Runs `f` in a forked child with a watchdog (the child is killed after 10 s); returns its exit code.
+#[cfg(unix)]
 fn in_forked_child(f: impl FnOnce() -> i32) -> i32 {
     // SAFETY: fork in a multi-threaded test process. The child uses only this crate (whose process-wide
     // state is per fork epoch), the allocator (fork-safe in glibc) and `_exit`.
@@ -238,6 +241,7 @@ fn alone(test: &str, scenario: fn()) {
 /// parent gives `Forked` and dropping it does nothing, and purge returns within 1 s (the parent's rekeying
 /// thread is never joined). The parent keeps sealing on another thread and re-splitting a coffer every
 /// millisecond while it forks, so the child may inherit the key's locks held mid-operation.
+#[cfg(unix)]
 #[test]
 fn a_forked_child_gets_a_fresh_key_and_typed_errors_for_the_parents() {
     alone(
@@ -246,6 +250,7 @@ fn a_forked_child_gets_a_fresh_key_and_typed_errors_for_the_parents() {
     );
 }
 
+#[cfg(unix)]
 fn forked_child_scenario() {
     let parent_enclave = Enclave::new(&mut [5u8; 40]).unwrap();
     assert!(parent_enclave.open().unwrap().equal_to(&[5u8; 40]));
@@ -362,6 +367,7 @@ fn open_and_seal_racing_purge_give_only_documented_outcomes() {
     );
 }
 
+#[cfg(all(unix, any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn deep(n: u64) -> u64 {
     let frame = [n as u8; 512];
     std::hint::black_box(&frame);
@@ -372,7 +378,9 @@ fn deep(n: u64) -> u64 {
 }
 
 /// Running off the end of the private stack hits its guard page: a fault, not a silent write into whatever
-/// lies below.
+/// lies below. (The private stack exists on Unix for x86_64 and aarch64; elsewhere the keyed operation runs on
+/// the thread's own stack.)
+#[cfg(all(unix, any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[test]
 fn overflowing_the_private_stack_faults_on_its_guard_page() {
     if common::scenario().as_deref() == Some("overflow") {

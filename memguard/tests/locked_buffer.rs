@@ -14,7 +14,19 @@ fn new_is_mutable_zeroed_and_locked() {
     assert!(buf.is_alive() && buf.is_mutable() && buf.is_locked());
     assert!(buf.equal_to(&[0u8; 40]));
     let hardening = buf.hardening().unwrap();
+    #[cfg(not(windows))]
     assert!(hardening.no_dump.is_applied() && hardening.no_fork.is_applied());
+    // Windows: no per-region core-dump or fork advice, and crash-report exclusion only where kernel32 has it.
+    #[cfg(windows)]
+    assert!(
+        hardening.no_dump == memcall::Outcome::Unsupported
+            && hardening.no_fork == memcall::Outcome::Unsupported
+            && matches!(
+                hardening.crash_report_exclusion,
+                memcall::Outcome::Applied | memcall::Outcome::Unsupported
+            ),
+        "{hardening:?}"
+    );
     assert!(matches!(
         LockedBuffer::new(0),
         Err(Error::InvalidLength { len: 0 })
@@ -279,6 +291,7 @@ fn debug_output_has_no_contents() {
 
 /// Without CAP_IPC_LOCK and under a small memlock limit (in a child), allocation fails with the typed lock
 /// error, and the buffers made before stay intact and readable.
+#[cfg(target_os = "linux")]
 #[test]
 fn memlock_exhaustion_is_a_typed_error_and_other_buffers_survive() {
     if common::scenario().as_deref() == Some("memlock") {
@@ -327,6 +340,42 @@ fn memlock_exhaustion_is_a_typed_error_and_other_buffers_survive() {
     common::assert_exit_code(&out, 0);
 }
 
+/// Windows counterpart of the memlock-exhaustion test: past the working-set quota (injected: Wine has no real
+/// quota, and growing the working set does not help here), allocation fails with the typed lock-limit error
+/// naming the working-set limit and its fix, the buffers made before stay intact, and room comes back.
+#[cfg(windows)]
+#[test]
+fn working_set_quota_exhaustion_is_a_typed_error_and_other_buffers_survive() {
+    const ERROR_WORKING_SET_QUOTA: i32 = 1453;
+    let live: Vec<_> = (0..4u8)
+        .map(|i| LockedBuffer::from_bytes(&mut [i; 100]).unwrap())
+        .collect();
+    {
+        // Every VirtualLock fails, the retry after growing the working set too.
+        let _f = fault::fail(Op::Lock)
+            .errno(ERROR_WORKING_SET_QUOTA)
+            .times(u32::MAX)
+            .arm();
+        let err = LockedBuffer::from_bytes(&mut [9u8; 100]).unwrap_err();
+        match &err {
+            Error::Memory(e) => assert!(e.is_lock_limit(), "{e}"),
+            other => panic!("expected the lock-limit error, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("working-set size"), "{text}");
+        assert!(text.contains("Raise the job's limit"), "{text}");
+    }
+    for (i, buf) in live.iter().enumerate() {
+        assert!(
+            buf.is_alive() && buf.equal_to(&[i as u8; 100]),
+            "buffer {i} intact"
+        );
+    }
+    let again = LockedBuffer::new(10).unwrap();
+    assert!(again.is_locked());
+}
+
+#[cfg(unix)]
 #[test]
 fn buffers_are_not_readable_in_a_forked_child() {
     let buf = LockedBuffer::from_bytes(&mut [8u8; 16]).unwrap();

@@ -93,6 +93,12 @@ fn flushed_chunks_are_protected_secrets() {
     stream.flush().unwrap();
     let chunk = stream.next_chunk().unwrap().unwrap();
     let report = chunk.protections();
-    assert!(report.locked && report.no_dump.is_applied());
+    assert!(report.locked);
+    // Windows has no per-region core-dump advice (crash-report exclusion is the region's own measure there).
+    if cfg!(windows) {
+        assert_eq!(report.no_dump, memcall::Outcome::Unsupported, "{report}");
+    } else {
+        assert!(report.no_dump.is_applied(), "{report}");
+    }
     assert_eq!(chunk.with_bytes_func(|b| Ok(b.to_vec())).unwrap(), b"tail");
 }

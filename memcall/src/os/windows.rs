@@ -1,15 +1,19 @@
 //! Windows: `VirtualAlloc`/`VirtualProtect`/`VirtualLock`/`VirtualFree`; the working set is grown when
-//! `VirtualLock` hits its quota; regions are excluded from Windows Error Reporting dumps.
+//! `VirtualLock` hits its quota; regions are excluded from Windows Error Reporting dumps where kernel32 offers
+//! `WerRegisterExcludedMemoryBlock` (looked up at run time: older systems and Wine lack it, and the region's
+//! [`Hardening::crash_report_exclusion`](crate::Hardening) then says `Unsupported`).
 
+use std::ffi::c_void;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
+use windows_sys::core::HRESULT;
 use windows_sys::Win32::Foundation::{
-    ERROR_NOT_ENOUGH_QUOTA, ERROR_NOT_LOCKED, ERROR_NO_SYSTEM_RESOURCES, ERROR_WORKING_SET_QUOTA,
+    ERROR_ACCESS_DENIED, ERROR_NOT_ENOUGH_QUOTA, ERROR_NOT_LOCKED, ERROR_NO_SYSTEM_RESOURCES,
+    ERROR_WORKING_SET_QUOTA,
 };
-use windows_sys::Win32::System::ErrorReporting::{
-    WerRegisterExcludedMemoryBlock, WerUnregisterExcludedMemoryBlock,
-};
+use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
 use windows_sys::Win32::System::Memory::{
     VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect, VirtualUnlock, MEM_COMMIT, MEM_RELEASE,
     MEM_RESERVE, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
@@ -26,7 +30,8 @@ use crate::region::Protection;
 pub(crate) const LOCK_LIMIT_NAME: &str = "the process working-set size (VirtualLock quota)";
 pub(crate) const LOCK_LIMIT_HINT: &str = "VirtualLock can pin only what fits in the working-set minimum; this \
 library grows it on demand, so the failure means SetProcessWorkingSetSize was refused (a job object's \
-working-set limit, or too little physical memory). Raise the job's limit or hold fewer secrets.";
+working-set limit, or too little physical memory). Raise the job's limit or hold fewer secrets. Under Wine the \
+limit is the Unix RLIMIT_MEMLOCK of the wine process: raise it with `ulimit -l` before starting wine.";
 
 fn check(ok: i32) -> io::Result<()> {
     if ok != 0 {
@@ -95,6 +100,10 @@ pub(crate) unsafe fn protect(ptr: *mut u8, len: usize, prot: Protection) -> io::
 }
 
 fn grow_working_set(extra: usize) -> io::Result<()> {
+    // Fault seam: a test refuses the growth here (as a job object's limit would).
+    if let Some(err) = crate::fault_check(Op::Limit) {
+        return Err(err);
+    }
     let (mut min, mut max) = (0usize, 0usize);
     // SAFETY: the pseudo-handle of the current process is always valid; the out-parameters are valid.
     check(unsafe { GetProcessWorkingSetSize(GetCurrentProcess(), &mut min, &mut max) })?;
@@ -108,15 +117,25 @@ fn grow_working_set(extra: usize) -> io::Result<()> {
 /// `ptr..ptr+len` must be page-aligned, committed and inside the caller's allocation.
 pub(crate) unsafe fn lock(ptr: *mut u8, len: usize) -> io::Result<()> {
     // SAFETY: locking the caller's own committed range has no effect on memory safety.
-    let first = check(unsafe { VirtualLock(ptr.cast(), len) });
+    let first = virtual_lock(|| check(unsafe { VirtualLock(ptr.cast(), len) }));
     match first {
         Err(e) if is_lock_limit_error(&e) => {
             // The quota is the working-set minimum: grow it by what we need (and a page table's worth) and retry.
             grow_working_set(len.saturating_add(16 * page_size())).map_err(|_| e)?;
             // SAFETY: as above.
-            check(unsafe { VirtualLock(ptr.cast(), len) })
+            virtual_lock(|| check(unsafe { VirtualLock(ptr.cast(), len) }))
         }
         other => other,
+    }
+}
+
+/// One `VirtualLock` call, unless a test injected a failure of [`Op::Lock`] for it. The seam is consulted here
+/// as well as before the whole lock (in the region layer), so a rule armed with `after(1)` fails this backend's
+/// first `VirtualLock` and drives the grow-and-retry path that a real working-set quota takes.
+fn virtual_lock(call: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    match crate::fault_check(Op::Lock) {
+        Some(err) => Err(err),
+        None => call(),
     }
 }
 
@@ -136,6 +155,9 @@ pub(crate) fn is_lock_limit_error(err: &io::Error) -> bool {
         Some(ERROR_WORKING_SET_QUOTA)
             | Some(ERROR_NOT_ENOUGH_QUOTA)
             | Some(ERROR_NO_SYSTEM_RESOURCES)
+            // What VirtualLock returns past the lock limit under Wine (the Unix RLIMIT_MEMLOCK without
+            // CAP_IPC_LOCK) and on systems whose policy refuses locking.
+            | Some(ERROR_ACCESS_DENIED)
     )
 }
 
@@ -163,11 +185,13 @@ pub(crate) unsafe fn exclude_from_crash_reports(
     ptr: *mut u8,
     len: usize,
 ) -> Option<io::Result<()>> {
+    let wer = wer()?;
     let Ok(len) = u32::try_from(len) else {
         return Some(Err(io::Error::from(io::ErrorKind::InvalidInput)));
     };
-    // SAFETY: registers the caller's own range with WER; it only reads the address and size.
-    let hr = unsafe { WerRegisterExcludedMemoryBlock(ptr.cast(), len) };
+    // SAFETY: `register` is kernel32's WerRegisterExcludedMemoryBlock (see `wer`); it registers the caller's own
+    // range with WER and only reads the address and size.
+    let hr = unsafe { (wer.register)(ptr.cast(), len) };
     Some(if hr >= 0 {
         Ok(())
     } else {
@@ -178,8 +202,61 @@ pub(crate) unsafe fn exclude_from_crash_reports(
 /// # Safety
 /// `ptr` must have been registered by [`exclude_from_crash_reports`].
 pub(crate) unsafe fn unexclude_from_crash_reports(ptr: *mut u8, _len: usize) {
-    // SAFETY: removes a registration this crate made; WER only compares the address.
-    let _ = unsafe { WerUnregisterExcludedMemoryBlock(ptr.cast()) };
+    if let Some(wer) = wer() {
+        // SAFETY: `unregister` is kernel32's WerUnregisterExcludedMemoryBlock (see `wer`); it removes a
+        // registration this crate made and only compares the address.
+        let _ = unsafe { (wer.unregister)(ptr.cast()) };
+    }
+}
+
+type WerRegister = unsafe extern "system" fn(*const c_void, u32) -> HRESULT;
+type WerUnregister = unsafe extern "system" fn(*const c_void) -> HRESULT;
+
+#[derive(Clone, Copy)]
+struct Wer {
+    register: WerRegister,
+    unregister: WerUnregister,
+}
+
+/// kernel32's crash-report exclusion functions, looked up once; `None` when this system has not both (Windows
+/// before 10 version 1703 and Server 2016, Wine). Linking them statically would make the whole library fail to
+/// load there.
+fn wer() -> Option<Wer> {
+    static WER: OnceLock<Option<Wer>> = OnceLock::new();
+    *WER.get_or_init(|| {
+        // SAFETY: the name is a NUL-terminated ASCII string; kernel32 is mapped in every Windows process, and
+        // the returned handle is not reference-counted, so nothing needs releasing.
+        let kernel32 = unsafe { GetModuleHandleA(c"kernel32.dll".as_ptr().cast()) };
+        if kernel32.is_null() {
+            return None;
+        }
+        // SAFETY: `kernel32` is a valid module handle and the names are NUL-terminated ASCII strings.
+        let register =
+            unsafe { GetProcAddress(kernel32, c"WerRegisterExcludedMemoryBlock".as_ptr().cast()) }?;
+        // SAFETY: as above.
+        let unregister = unsafe {
+            GetProcAddress(
+                kernel32,
+                c"WerUnregisterExcludedMemoryBlock".as_ptr().cast(),
+            )
+        }?;
+        // SAFETY:
+        // - both pointers are the exported functions of those names, whose documented signatures are
+        //   `HRESULT WerRegisterExcludedMemoryBlock(const void *, DWORD)` and
+        //   `HRESULT WerUnregisterExcludedMemoryBlock(const void *)` with the `system` ABI;
+        // - a function pointer and FARPROC have the same size and representation.
+        Some(unsafe {
+            Wer {
+                register: std::mem::transmute::<unsafe extern "system" fn() -> isize, WerRegister>(
+                    register,
+                ),
+                unregister: std::mem::transmute::<
+                    unsafe extern "system" fn() -> isize,
+                    WerUnregister,
+                >(unregister),
+            }
+        })
+    })
 }
 
 pub(crate) fn disable_core_dumps() -> Result<()> {

@@ -1,7 +1,7 @@
 //! Running one scenario of a test in a child process, for faults that must kill the process.
 #![allow(dead_code)]
 
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output};
 
 const SCENARIO_VAR: &str = "MEMGUARD_TEST_CHILD";
 
@@ -20,16 +20,30 @@ pub fn run_child(test: &str, scenario: &str) -> Output {
 }
 
 /// The signal that ended the child, if a signal did.
+#[cfg(unix)]
 pub fn signal_of(out: &Output) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
     out.status.signal()
 }
 
-/// Asserts the child died of SIGSEGV (or SIGBUS, which some kernels raise for protection faults).
+/// True when a memory fault ended the process: SIGSEGV (or SIGBUS, which some kernels raise for protection
+/// faults) on Unix; on Windows the access violation's exception code (0xC0000005) as its exit code.
+pub fn is_fault(status: &ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        status.signal() == Some(libc::SIGSEGV) || status.signal() == Some(libc::SIGBUS)
+    }
+    #[cfg(windows)]
+    {
+        status.code().map(|c| c as u32) == Some(0xC000_0005)
+    }
+}
+
+/// Asserts the child died of a memory fault ([`is_fault`]).
 pub fn assert_faulted(out: &Output) {
-    let sig = signal_of(out);
     assert!(
-        sig == Some(libc::SIGSEGV) || sig == Some(libc::SIGBUS),
+        is_fault(&out.status),
         "child should have died of a memory fault, got {:?}\nstdout: {}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
@@ -89,7 +103,18 @@ impl Bounded {
         );
     }
 
+    /// Asserts the child died of a memory fault ([`is_fault`]), not at its time limit.
+    #[track_caller]
+    pub fn assert_faulted(&self) {
+        assert!(
+            !self.timed_out && is_fault(&self.output.status),
+            "expected a memory fault; {}",
+            self.describe()
+        );
+    }
+
     /// Asserts the child was ended by one of `signals`.
+    #[cfg(unix)]
     #[track_caller]
     pub fn assert_signal(&self, signals: &[i32]) {
         let sig = signal_of(&self.output);

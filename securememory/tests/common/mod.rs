@@ -54,6 +54,20 @@ impl Flavour for Mg {
     }
 }
 
+/// True when a memory fault ended the process: SIGSEGV (or SIGBUS) on Unix; on Windows the access violation's
+/// exception code (0xC0000005) as its exit code.
+pub fn is_fault(status: &ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS))
+    }
+    #[cfg(windows)]
+    {
+        status.code().map(|c| c as u32) == Some(0xC000_0005)
+    }
+}
+
 /// A secret holding `bytes` (copied; the copy is wiped by the factory).
 pub fn secret_of<F: Flavour>(bytes: &[u8]) -> F::Secret {
     let mut source = bytes.to_vec();
