@@ -75,6 +75,9 @@ current="cross-platform type-check"; step "$current"
 scripts/setup-xcheck.sh
 scripts/xcheck.sh
 
+current="Windows backend under Wine (x86_64-pc-windows-gnu)"; step "$current"
+scripts/wine-test.sh
+
 if [ -x securememory-py/run-tests.sh ]; then
   current="Python package"; step "$current"
   securememory-py/run-tests.sh
