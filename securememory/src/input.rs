@@ -52,6 +52,7 @@ pub fn stdin_unbuffered() -> std::io::Result<std::fs::File> {
 /// reported after the wipe).
 ///
 /// ```
+/// # #[cfg(unix)] {
 /// use securememory::{input, ProtectedMemorySecretFactory, SecretExtensions};
 ///
 /// std::env::set_var("DOC_API_KEY", "s3cr3t-token");
@@ -59,6 +60,7 @@ pub fn stdin_unbuffered() -> std::io::Result<std::fs::File> {
 /// let key = input::from_env(&factory, "DOC_API_KEY")?;
 /// assert_eq!(key.with_bytes(|b| Ok(b == b"s3cr3t-token"))?, true);
 /// assert!(std::env::var_os("DOC_API_KEY").is_none());
+/// # }
 /// # Ok::<(), securememory::Error>(())
 /// ```
 ///
