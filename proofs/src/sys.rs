@@ -148,55 +148,6 @@ pub fn probe_guard_install() -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-/// Creates a `memfd_secret` (syscall 447) page, maps it, writes it and releases it.
-///
-/// # Errors
-/// The step that failed and its error (`ENOSYS` where the kernel lacks it or `secretmem` is disabled).
-#[cfg(target_os = "linux")]
-pub fn probe_memfd_secret() -> Result<(), (&'static str, io::Error)> {
-    const SYS_MEMFD_SECRET: libc::c_long = 447;
-    let page = memcall::page_size();
-    // SAFETY: memfd_secret takes only flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(SYS_MEMFD_SECRET, libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(("memfd_secret", io::Error::last_os_error()));
-    }
-    let fd = fd as libc::c_int;
-    let result = (|| {
-        // SAFETY: `fd` is the descriptor created above.
-        if unsafe { libc::ftruncate(fd, page as libc::off_t) } != 0 {
-            return Err(("ftruncate", io::Error::last_os_error()));
-        }
-        // SAFETY: a shared mapping of our own descriptor at a kernel-chosen address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(("mmap", io::Error::last_os_error()));
-        }
-        // SAFETY: `p` is a fresh read-write mapping of one page; the write faults the page in.
-        unsafe { p.cast::<u8>().write_volatile(1) };
-        // SAFETY: `p..p+page` is exactly the mapping made above.
-        unsafe { libc::munmap(p, page) };
-        Ok(())
-    })();
-    // SAFETY: `fd` is ours and closed once.
-    unsafe { libc::close(fd) };
-    result
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn probe_memfd_secret() -> Result<(), (&'static str, io::Error)> {
-    Err(("memfd_secret", io::ErrorKind::Unsupported.into()))
-}
-
 /// Reads one byte at `addr` with a volatile load. The live proofs call this on pages that must be unreadable, in
 /// a child process whose death by SIGSEGV is the expected outcome.
 ///

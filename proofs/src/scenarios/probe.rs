@@ -122,14 +122,20 @@ fn kernel_probes() -> KernelProbes {
             detail: format!("MADV_GUARD_INSTALL refused: {e}"),
         },
     };
-    let memfd_secret = match sys::probe_memfd_secret() {
+    // The library's own secret-memory path: a page from a memfd_secret area, written, wiped and given back.
+    let secret_page = memcall::Region::alloc_secret(1).and_then(|region| {
+        let written = sys::make_resident(&region);
+        region.free().map_err(|e| e.error)?;
+        written
+    });
+    let memfd_secret = match secret_page {
         Ok(()) => Probe {
             works: true,
             detail: "memfd_secret page created, mapped, written and released".to_owned(),
         },
-        Err((stage, e)) => Probe {
+        Err(e) => Probe {
             works: false,
-            detail: format!("{stage} failed: {e}"),
+            detail: e.to_string(),
         },
     };
     KernelProbes {
