@@ -62,6 +62,7 @@ pub mod fault;
 mod fork;
 mod limits;
 mod os;
+pub mod pkey;
 pub mod pool;
 mod region;
 pub mod secretmem;

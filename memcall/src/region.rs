@@ -295,7 +295,7 @@ impl Region {
         self.tag.load(Ordering::Acquire) & LOCKED != 0
     }
 
-    fn range(&self, offset: usize, len: usize) -> Result<(*mut u8, usize)> {
+    pub(crate) fn range(&self, offset: usize, len: usize) -> Result<(*mut u8, usize)> {
         if self.is_forked() {
             return Err(Error::Forked);
         }

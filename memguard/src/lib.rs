@@ -103,6 +103,7 @@ mod enclave;
 mod error;
 mod locked_buffer;
 mod purge;
+pub mod sealing;
 mod signals;
 mod stream;
 mod util;

@@ -41,6 +41,7 @@ pub fn purge() {
 pub(crate) fn purge_with(request: &PurgeRequest) {
     let _unmap_destroyed = pool::PurgeScope::enter();
     crate::enclave::destroy_key();
+    crate::core::seal_key::destroy();
     for item in registry::live_items() {
         item.purge(request);
     }

@@ -52,6 +52,9 @@ pub enum Error {
     Forked,
     /// Reading the secret's bytes from a file, pipe or other reader failed.
     Io(std::io::Error),
+    /// A sealed secret's ciphertext failed its integrity check: it was altered, or swapped with another
+    /// secret's. Nothing was decrypted into the closure, which was not run.
+    Integrity,
     /// Something failed, and releasing what had been set up failed too (the memory was released anyway where
     /// the OS allowed it).
     Cleanup {
@@ -108,6 +111,9 @@ impl fmt::Display for Error {
                 "secret was created before fork() and cannot be used in the child process (its pages are not inherited)",
             ),
             Error::Io(e) => write!(f, "could not read the secret: {e}"),
+            Error::Integrity => f.write_str(
+                "sealed secret failed its integrity check: its ciphertext was altered or belongs to another secret",
+            ),
             Error::Cleanup { error, cleanup } => write!(f, "{cleanup}: {error}"),
         }
     }
@@ -134,7 +140,8 @@ impl std::error::Error for Error {
             Error::Closed
             | Error::InvalidLength { .. }
             | Error::CloseInsideAccess
-            | Error::Forked => None,
+            | Error::Forked
+            | Error::Integrity => None,
         }
     }
 }
@@ -307,6 +314,12 @@ mod tests {
                 Error::Io(layered_io()),
                 "could not read the secret: device went away".to_owned(),
             ),
+            (
+                Error::Integrity,
+                "sealed secret failed its integrity check: its ciphertext was altered or belongs to another \
+                 secret"
+                    .to_owned(),
+            ),
             // Go's `<free>: <unlock>: <protect>` shape, with the Go tests' strings.
             (
                 Error::Cleanup {
@@ -339,6 +352,7 @@ mod tests {
         let mut close_inside_access = false;
         let mut forked = false;
         let mut io = false;
+        let mut integrity = false;
         let mut cleanup = false;
         for (e, _) in &all {
             match e {
@@ -353,6 +367,7 @@ mod tests {
                 Error::CloseInsideAccess => close_inside_access = true,
                 Error::Forked => forked = true,
                 Error::Io(_) => io = true,
+                Error::Integrity => integrity = true,
                 Error::Cleanup { .. } => cleanup = true,
             }
         }
@@ -368,6 +383,7 @@ mod tests {
                 && close_inside_access
                 && forked
                 && io
+                && integrity
                 && cleanup
         );
         all

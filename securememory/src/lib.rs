@@ -65,6 +65,7 @@ mod primitive;
 pub mod protected_memory;
 mod reader;
 mod report;
+pub mod sealed;
 mod shared;
 pub mod stream;
 
@@ -80,6 +81,7 @@ pub use memguard::{MemguardSecret, MemguardSecretFactory};
 pub use protected_memory::{ProtectedMemorySecret, ProtectedMemorySecretFactory};
 pub use reader::SecretReader;
 pub use report::ProtectionReport;
+pub use sealed::{SealedSecret, SealedSecretFactory};
 
 /// The pieces of the access state machine, exposed only to the loom model in `tests/loom.rs`.
 #[cfg(loom)]

@@ -41,6 +41,7 @@ pub fn counts() -> Counts {
 pub(crate) enum Flavour {
     ProtectedMemory,
     Memguard,
+    Sealed,
 }
 
 pub(crate) fn secret_created(locked_bytes: usize) {
@@ -96,6 +97,7 @@ impl Drop for AllocTimer {
             Flavour::Memguard => {
                 ::metrics::histogram!("secret.memguard.alloctimer").record(elapsed)
             }
+            Flavour::Sealed => ::metrics::histogram!("secret.sealed.alloctimer").record(elapsed),
         }
     }
 }

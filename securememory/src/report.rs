@@ -32,6 +32,9 @@ pub struct ProtectionReport {
     /// Secret memory was asked for with [`crate::Backing::SecretMemOrAnonymous`] and the kernel had none: the
     /// secret is in anonymous pages instead.
     pub secret_memory_fallback: bool,
+    /// A sealed secret: encrypted at rest in ordinary memory, with no locked byte of its own; the protections
+    /// above are those of its scratch copy, which exists only while closures run.
+    pub sealed: bool,
 }
 
 impl ProtectionReport {
@@ -47,10 +50,38 @@ impl ProtectionReport {
             locked_bytes,
             backing: Backing::Anonymous,
             secret_memory_fallback: false,
+            sealed: false,
         }
     }
 
     /// The report with the backing the pages got.
+    /// The report of a sealed secret: no locked byte of its own; `locked` says whether its scratch copies are
+    /// locked; the advice is what this platform applies to the scratch and key pages.
+    pub(crate) fn sealed(locked: bool) -> Self {
+        static HARDENING: std::sync::OnceLock<Option<Hardening>> = std::sync::OnceLock::new();
+        let hardening = *HARDENING.get_or_init(|| {
+            let region = memcall::Region::alloc(1).ok()?;
+            let hardening = region.hardening();
+            let _ = region.free();
+            Some(hardening)
+        });
+        // Reported as failed when nothing could be mapped to find out.
+        let unknown = Outcome::Failed(-1);
+        ProtectionReport {
+            locked,
+            no_dump: hardening.map_or(unknown, |h| h.no_dump),
+            no_fork: hardening.map_or(unknown, |h| h.no_fork),
+            no_huge_pages: hardening.map_or(unknown, |h| h.no_huge_pages),
+            guard_pages: false,
+            canary: false,
+            fork_detection: cfg!(unix),
+            locked_bytes: 0,
+            backing: Backing::Anonymous,
+            secret_memory_fallback: false,
+            sealed: true,
+        }
+    }
+
     pub(crate) fn in_backing(mut self, backing: Backing, fallback: bool) -> Self {
         self.backing = backing;
         self.secret_memory_fallback = fallback;
@@ -63,7 +94,7 @@ impl fmt::Display for ProtectionReport {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         write!(
             f,
-            "locked: {} ({} bytes), no-dump: {}, no-fork: {}, no-huge-pages: {}, guard pages: {}, canary: {}, fork detection: {}, backing: {}{}",
+            "locked: {} ({} bytes), no-dump: {}, no-fork: {}, no-huge-pages: {}, guard pages: {}, canary: {}, fork detection: {}, backing: {}{}{}",
             yes_no(self.locked),
             self.locked_bytes,
             self.no_dump,
@@ -75,6 +106,11 @@ impl fmt::Display for ProtectionReport {
             self.backing,
             if self.secret_memory_fallback {
                 " (secret memory unavailable: best-effort fallback)"
+            } else {
+                ""
+            },
+            if self.sealed {
+                ", sealed: encrypted at rest, decrypted into locked scratch pages only while in use"
             } else {
                 ""
             },

@@ -125,11 +125,12 @@ pub(crate) fn discard<P: Pages>(error: Error, pages: P) -> Error {
     }
 }
 
-/// The public surface every flavour's secret type shares, over its `core: SecretCore<$pages>` field.
+/// The public surface every flavour's secret type shares, over its `core: $core` field (a [`SecretCore`], or
+/// any type with the same methods).
 macro_rules! impl_secret {
-    ($secret:ident, $pages:ty) => {
+    ($secret:ident, $core:ty) => {
         impl $secret {
-            pub(crate) fn from_core(core: $crate::shared::SecretCore<$pages>) -> Self {
+            pub(crate) fn from_core(core: $core) -> Self {
                 $secret { core }
             }
 

@@ -9,5 +9,6 @@ pub(crate) mod pool;
 pub(crate) mod primitive;
 pub(crate) mod region;
 pub(crate) mod registry;
+pub(crate) mod seal_key;
 pub(crate) mod secure_stack;
 pub(crate) mod views;

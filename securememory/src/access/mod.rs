@@ -26,6 +26,8 @@
 
 mod pages;
 mod quarantine;
+pub(crate) mod scratch;
+mod sealed;
 
 use std::cell::Cell;
 use std::sync::{Arc, PoisonError};
@@ -36,6 +38,7 @@ pub use pages::{DestroyFailed, GuardedPages, Pages, ProtectedPages};
 pub(crate) use pages::{Resting, Unsealed};
 use quarantine::Hold;
 pub use quarantine::Quarantine;
+pub use sealed::SealedPages;
 
 use memcall::Protection;
 
@@ -52,7 +55,9 @@ const CLOSED: usize = 1 << (usize::BITS - 2);
 const READABLE: usize = 1 << (usize::BITS - 3);
 /// Set (with CLOSING) by a purge that could not wait for the readers: the last reader to leave destroys.
 const DESTROY_ON_LEAVE: usize = 1 << (usize::BITS - 4);
-const READERS: usize = DESTROY_ON_LEAVE - 1;
+/// Set by a quarantine while a window is open: closing that window retires what it showed instead of reusing it.
+const RETIRE_WINDOW: usize = 1 << (usize::BITS - 5);
+const READERS: usize = RETIRE_WINDOW - 1;
 
 /// Shared state of one secret: its pages and who is using them.
 pub struct AccessState<P: Pages> {
@@ -103,11 +108,39 @@ impl<P: Pages> AccessState<P> {
         if self.is_closed() {
             return Quarantine::empty();
         }
+        if self.readers() > 0 {
+            // A window is open: what it shows (a sealed secret's scratch copy) must not be reused either.
+            self.state.fetch_or(RETIRE_WINDOW, Ordering::AcqRel);
+        }
+        Quarantine::new(self.hold())
+    }
+
+    /// The quarantine hold, made on first use.
+    fn hold(&self) -> Arc<Hold> {
         let mut slot = self
             .quarantine
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        Quarantine::new(Arc::clone(slot.get_or_insert_with(Arc::default)))
+        Arc::clone(slot.get_or_insert_with(Arc::default))
+    }
+
+    /// Runs `f` on the pages at rest: under the mutex, with no access window open and the secret not closing.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the secret is closed or closing, or a window is open.
+    fn at_rest<R>(&self, f: impl FnOnce(&P) -> R) -> Result<R> {
+        let _guard = lock(&self.transition);
+        if self.state.load(Ordering::Acquire) & (CLOSING | CLOSED | READABLE | READERS) != 0 {
+            return Err(Error::Closed);
+        }
+        self.pages.with(|slot| {
+            // SAFETY: we hold the mutex with CLOSING clear and no reader or window: nothing else reads or writes
+            // the slot or the pages meanwhile (readers need the window, which opens under this mutex).
+            match unsafe { &*slot } {
+                Some(pages) => Ok(f(pages)),
+                None => Err(Error::Closed),
+            }
+        })
     }
 
     /// True when this process is a forked child of the one that created the secret.
@@ -207,8 +240,14 @@ impl<P: Pages> AccessState<P> {
         let add = if current & READABLE != 0 {
             1
         } else {
-            self.with_pages(|pages| pages.protect(Protection::ReadOnly))
-                .map_err(Error::ReadOnly)?;
+            self.pages.with(|slot| {
+                // SAFETY: as in `with_pages`: we hold the mutex with CLOSING clear, so `close` is not inside its
+                // mutable access to the slot.
+                match unsafe { &*slot } {
+                    Some(pages) => pages.open_window(),
+                    None => Err(Error::Closed),
+                }
+            })?;
             // Adding READABLE to a word where it is clear sets it.
             READABLE + 1
         };
@@ -258,7 +297,14 @@ impl<P: Pages> AccessState<P> {
         }
         // Readers is 0 and we hold the mutex: no one can be reading, and the next entry waits for us. Go's
         // semantics: the counter stays decremented even if this fails.
-        let protected = self.with_pages(|pages| pages.protect(Protection::NoAccess));
+        let retire = self.state.fetch_and(!RETIRE_WINDOW, Ordering::AcqRel) & RETIRE_WINDOW != 0;
+        let protected = self
+            .with_pages(|pages| pages.close_window(retire))
+            .map(|retired| {
+                if let Some(retired) = retired {
+                    self.hold().keep(retired);
+                }
+            });
         // Cleared even when the switch failed: the next entry then makes the pages read-only explicitly, as Go
         // does, rather than trusting a state the failed call leaves unknown.
         self.state.fetch_and(!READABLE, Ordering::AcqRel);
@@ -500,5 +546,19 @@ mod on_this_thread {
                     || (depth > TRACKED && readers > 0)
             })
             .unwrap_or(false)
+    }
+}
+
+impl AccessState<SealedPages> {
+    /// The sealed secret's identity and a copy of `tag || ciphertext`.
+    pub(crate) fn sealed_parts(&self) -> Result<(u64, Vec<u8>)> {
+        // SAFETY: `at_rest` holds the mutex with no window open: no writer of the sealed bytes runs.
+        self.at_rest(|pages| (pages.id(), unsafe { pages.sealed_copy() }))
+    }
+
+    /// Runs `f` on the sealed secret's `tag || ciphertext`, writable.
+    pub(crate) fn tamper(&self, f: impl FnOnce(&mut [u8])) -> Result<()> {
+        // SAFETY: `at_rest` holds the mutex with no window open: nothing else touches the sealed bytes.
+        self.at_rest(|pages| unsafe { pages.tamper(f) })
     }
 }

@@ -12,6 +12,27 @@ pub trait Pages: Send + Sync + Sized + 'static {
     /// The failed system call.
     fn protect(&self, prot: Protection) -> memcall::Result<()>;
 
+    /// Opens the access window: makes the data readable. Called by the access state under its mutex, on the
+    /// 0 → 1 reader transition only.
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`] with the failed system call; a sealed secret's integrity or memory error.
+    fn open_window(&self) -> Result<(), Error> {
+        self.protect(Protection::ReadOnly).map_err(Error::ReadOnly)
+    }
+
+    /// Closes the access window: makes the data unreadable. Called by the access state under its mutex, on the
+    /// 1 → 0 reader transition only. With `retire`, memory that something outside the window may still point
+    /// into must never be reused: it is returned, wiped and no-access, for a [`Quarantine`](crate::Quarantine)
+    /// to keep (page-backed flavours keep their pages anyway and return nothing).
+    ///
+    /// # Errors
+    /// The failed system call.
+    fn close_window(&self, retire: bool) -> memcall::Result<Option<Box<dyn std::any::Any + Send>>> {
+        let _ = retire;
+        self.protect(Protection::NoAccess).map(|()| None)
+    }
+
     /// The secret's bytes.
     ///
     /// # Safety
@@ -32,7 +53,7 @@ pub trait Pages: Send + Sync + Sized + 'static {
     /// The failed protection change.
     ///
     /// # Safety
-    /// Nothing else may write the pages meanwhile. Readers on other threads may exist only where the caller
+    /// Nothing else may write the pages, nor open or close their window, meanwhile. Readers on other threads may exist only where the caller
     /// accepts that they read zeros or fault: a purge past its grace period, or a process about to exit.
     unsafe fn wipe_in_place(&self) -> memcall::Result<()>;
 

@@ -18,13 +18,17 @@ pub struct Quarantine {
 
 #[derive(Default)]
 pub(crate) struct Hold {
-    /// The retired pages, dropped (wiped again and unmapped) with the last handle.
-    pages: Mutex<Option<Box<dyn Any + Send>>>,
+    /// The retired pages (and a sealed secret's retired scratch regions), dropped (wiped again and unmapped)
+    /// with the last handle.
+    pages: Mutex<Vec<Box<dyn Any + Send>>>,
 }
 
 impl Hold {
     pub(crate) fn keep(&self, pages: Box<dyn Any + Send>) {
-        *self.pages.lock().unwrap_or_else(PoisonError::into_inner) = Some(pages);
+        self.pages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(pages);
     }
 }
 
@@ -38,13 +42,15 @@ impl Quarantine {
         Quarantine::new(Arc::default())
     }
 
-    /// True when the secret has closed and its retired pages are held here.
+    /// True when retired pages are held here: the secret has closed, or (sealed secrets) a window that was open
+    /// when the quarantine began has closed.
     pub fn holds_pages(&self) -> bool {
-        self.hold
+        !self
+            .hold
             .pages
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+            .is_empty()
     }
 }
 

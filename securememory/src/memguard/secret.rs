@@ -11,4 +11,4 @@ pub struct MemguardSecret {
     core: SecretCore<GuardedPages>,
 }
 
-crate::shared::impl_secret!(MemguardSecret, GuardedPages);
+crate::shared::impl_secret!(MemguardSecret, SecretCore<GuardedPages>);

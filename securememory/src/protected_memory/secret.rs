@@ -8,4 +8,4 @@ pub struct ProtectedMemorySecret {
     core: SecretCore<ProtectedPages>,
 }
 
-crate::shared::impl_secret!(ProtectedMemorySecret, ProtectedPages);
+crate::shared::impl_secret!(ProtectedMemorySecret, SecretCore<ProtectedPages>);

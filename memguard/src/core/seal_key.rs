@@ -1,0 +1,316 @@
+//! The sealing key: one AES-256-GCM key per process, for secrets kept encrypted in ordinary memory (see
+//! [`crate::sealing`]).
+//!
+//! The 32 key bytes live in one locked, no-dump, no-fork page that no code can read at rest:
+//! - where the CPU and kernel offer memory protection keys ([`memcall::pkey`]), the page carries this process's
+//!   key, disabled in every thread; the one place that reads it opens a window on its own thread only, for the
+//!   few instructions that expand the key into a cipher, without a system call;
+//! - elsewhere the page is no-access (`mprotect`) and made read-only under this module's mutex for the same
+//!   few instructions.
+//!
+//! The cipher built from it, and every operation under it, lives on the private stack
+//! ([`secure_stack`](super::secure_stack)), wiped after each operation. The key never exists anywhere else.
+//!
+//! # Lifecycle
+//! Made on first use; destroyed (wiped, unlocked, unmapped) by [`destroy`], which `purge` calls; the next use
+//! makes a new one. Owned by the process that made it: a forked child does not have the page (no-fork advice)
+//! and makes its own key. The nonce is the item's identity, from a process-wide counter that never repeats, so
+//! no nonce repeats under any key.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
+use memcall::pkey::ProtectionKey;
+use memcall::{PerProcess, Protection, Region};
+
+use super::secure_stack;
+use crate::error::{Error, Result};
+
+/// Bytes of a sealing key.
+pub(crate) const KEY_LEN: usize = 32;
+/// Bytes of an authentication tag.
+pub const TAG_LEN: usize = 16;
+
+/// How the sealing key's page is kept unreadable at rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyProtection {
+    /// A memory protection key disabled in every thread; a read opens a window on one thread, without a
+    /// system call.
+    ProtectionKey,
+    /// A no-access page, made read-only for each read (two `mprotect` calls).
+    NoAccessPage,
+}
+
+struct KeyPage {
+    region: Region,
+    pkey: Option<ProtectionKey>,
+}
+
+impl KeyPage {
+    fn new() -> Result<KeyPage> {
+        let region = Region::alloc(KEY_LEN)?;
+        let locked = match region.lock() {
+            Err(e) if e.is_lock_limit() && memcall::pool::trim_all() > 0 => region.lock(),
+            other => other,
+        };
+        // A region dropped on error is wiped and unmapped; nothing secret is in it yet.
+        locked?;
+        let pkey = ProtectionKey::get();
+        let page = KeyPage { region, pkey };
+        match page.pkey {
+            Some(pkey) => {
+                pkey.tag(&page.region)?;
+                pkey.with_access(|| page.fill())?;
+            }
+            None => {
+                page.fill()?;
+                page.region.protect(Protection::NoAccess)?;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Writes fresh random key bytes. Only inside an access window, or before the page is sealed.
+    fn fill(&self) -> Result<()> {
+        // SAFETY:
+        // - the page is read-write and accessible on this thread (the caller's window, or not yet sealed);
+        // - nobody else holds a slice of it (the page is not yet shared).
+        let key = unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr(), KEY_LEN) };
+        getrandom::fill(key)?;
+        Ok(())
+    }
+
+    /// Expands the key into a cipher; the key is readable for exactly this call.
+    fn cipher(&self) -> Result<Aes256Gcm> {
+        let expand = || {
+            // SAFETY:
+            // - the page is readable on this thread for the duration of this closure (the window or the
+            //   read-only protection opened around it), and nothing writes it (only `new` and `destroy` do, the
+            //   latter under the same mutex the caller holds);
+            // - the slice does not outlive the closure.
+            let key = unsafe { std::slice::from_raw_parts(self.region.as_ptr(), KEY_LEN) };
+            Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+        };
+        match self.pkey {
+            Some(pkey) => Ok(pkey.with_access(expand)),
+            None => {
+                self.region.protect(Protection::ReadOnly)?;
+                let cipher = expand();
+                self.region.protect(Protection::NoAccess)?;
+                Ok(cipher)
+            }
+        }
+    }
+
+    fn destroy(self) -> Result<()> {
+        if self.pkey.is_some() {
+            // Back to the default key, so the wipe in `free` can write the page.
+            ProtectionKey::untag(&self.region)?;
+        }
+        self.region.free().map_err(|e| Error::from(e.error))
+    }
+}
+
+static KEY: PerProcess<Mutex<Option<KeyPage>>> = PerProcess::new(|| Mutex::new(None));
+
+fn key() -> MutexGuard<'static, Option<KeyPage>> {
+    KEY.get().lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The next identity: never repeats in this process (nor in a forked child, which continues the count under a
+/// key of its own).
+pub fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How the key is protected in this process (made on first use).
+pub fn key_protection() -> KeyProtection {
+    if ProtectionKey::get().is_some() {
+        KeyProtection::ProtectionKey
+    } else {
+        KeyProtection::NoAccessPage
+    }
+}
+
+/// Builds the cipher under the process key (making the key if there is none). Call on the private stack.
+fn cipher() -> Result<Aes256Gcm> {
+    let mut key = key();
+    if key.is_none() {
+        *key = Some(KeyPage::new()?);
+    }
+    match &*key {
+        Some(page) => page.cipher(),
+        None => Err(Error::Destroyed),
+    }
+}
+
+/// Nonce and associated data of item `id` with `len` bytes of plaintext: the nonce is unique per item, the
+/// associated data binds the ciphertext to the item and its length.
+fn binding(id: u64, len: usize) -> ([u8; 12], [u8; 16]) {
+    let mut nonce = [0u8; 12];
+    nonce[..8].copy_from_slice(&id.to_le_bytes());
+    let mut ad = [0u8; 16];
+    ad[..8].copy_from_slice(&id.to_le_bytes());
+    ad[8..].copy_from_slice(&(len as u64).to_le_bytes());
+    (nonce, ad)
+}
+
+/// Encrypts `data` in place for item `id` and returns the tag.
+///
+/// # Errors
+/// [`Error::Memory`] when the key's page or the private stack cannot be mapped or locked (the memlock limit,
+/// named in the error); [`Error::Random`] when the key cannot be made.
+pub fn seal_in_place(id: u64, data: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+    secure_stack::run(|| {
+        let (nonce, ad) = binding(id, data.len());
+        let tag = cipher()?
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, data)
+            .map_err(|_| Error::InvalidLength { len: data.len() })?;
+        Ok(tag.into())
+    })?
+}
+
+/// Decrypts `data` in place for item `id`; on failure `data` is wiped.
+///
+/// # Errors
+/// [`Error::DecryptionFailed`] when the ciphertext or tag was altered, belongs to another item, or was sealed
+/// under a key that a purge destroyed since; otherwise as [`seal_in_place`].
+pub fn open_in_place(id: u64, tag: &[u8; TAG_LEN], data: &mut [u8]) -> Result<()> {
+    let opened = secure_stack::run(|| {
+        let (nonce, ad) = binding(id, data.len());
+        cipher()?
+            .decrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, data, Tag::from_slice(tag))
+            .map_err(|_| Error::DecryptionFailed)
+    })
+    .and_then(|r| r);
+    if opened.is_err() {
+        memcall::wipe_bytes(data);
+    }
+    opened
+}
+
+/// Most bytes [`seal_random`] makes on the private stack.
+pub const RANDOM_MAX: usize = 4096;
+
+/// Fills `out` with the ciphertext of `out.len()` fresh random bytes for item `id` and returns the tag. The
+/// random plaintext exists only on the private stack.
+///
+/// # Errors
+/// [`Error::InvalidLength`] above [`RANDOM_MAX`] bytes; otherwise as [`seal_in_place`].
+pub fn seal_random(id: u64, out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+    if out.len() > RANDOM_MAX {
+        return Err(Error::InvalidLength { len: out.len() });
+    }
+    secure_stack::run(|| {
+        let mut buf = [0u8; RANDOM_MAX];
+        let plain = &mut buf[..out.len()];
+        let result = getrandom::fill(plain).map_err(Error::from).and_then(|()| {
+            let (nonce, ad) = binding(id, plain.len());
+            cipher()?
+                .encrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, plain)
+                .map_err(|_| Error::InvalidLength { len: plain.len() })
+        });
+        let tag = result.map(|tag| {
+            out.copy_from_slice(plain);
+            <[u8; TAG_LEN]>::from(tag)
+        });
+        memcall::wipe_bytes(&mut buf);
+        tag
+    })?
+}
+
+/// Destroys this process's key (a purge); the next use makes a new one. What was sealed under the old key can
+/// never be opened again.
+pub(crate) fn destroy() {
+    let Some(key) = KEY.get_if_built() else {
+        return;
+    };
+    let page = key.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(page) = page {
+        if let Err(err) = page.destroy() {
+            log::error!("destroying the sealing key failed: {err}");
+        }
+    }
+}
+
+/// Whether `candidate` is the key that sealed `ciphertext` (with `tag`) for item `id`. For tests that look for
+/// copies of the key in memory.
+pub fn key_opens(
+    candidate: &[u8; KEY_LEN],
+    id: u64,
+    tag: &[u8; TAG_LEN],
+    ciphertext: &[u8],
+) -> bool {
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(candidate));
+    let mut data = ciphertext.to_vec();
+    let (nonce, ad) = binding(id, data.len());
+    let ok = cipher
+        .decrypt_in_place_detached(
+            Nonce::from_slice(&nonce),
+            &ad,
+            &mut data,
+            Tag::from_slice(tag),
+        )
+        .is_ok();
+    memcall::wipe_bytes(&mut data);
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_binding_and_tamper() {
+        let (a, b) = (next_id(), next_id());
+        let mut data = *b"thirty-two bytes of secret key!!";
+        let tag = seal_in_place(a, &mut data).unwrap();
+        assert_ne!(&data, b"thirty-two bytes of secret key!!");
+        let ct = data;
+        open_in_place(a, &tag, &mut data).unwrap();
+        assert_eq!(&data, b"thirty-two bytes of secret key!!");
+        // Another item's identity, a flipped bit or a flipped tag bit: refused, and the output wiped.
+        let mut other = ct;
+        assert!(matches!(
+            open_in_place(b, &tag, &mut other),
+            Err(Error::DecryptionFailed)
+        ));
+        assert_eq!(other, [0u8; 32]);
+        for bit in [0, 7, 100, 255] {
+            let mut bad = ct;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(open_in_place(a, &tag, &mut bad).is_err());
+            let mut bad_tag = tag;
+            bad_tag[bit % 16] ^= 1;
+            let mut copy = ct;
+            assert!(open_in_place(a, &bad_tag, &mut copy).is_err());
+        }
+        // Random secrets open to what was sealed, and are never the same twice.
+        let c = next_id();
+        let mut r1 = [0u8; 48];
+        let tag1 = seal_random(c, &mut r1).unwrap();
+        open_in_place(c, &tag1, &mut r1).unwrap();
+        assert_ne!(r1, [0u8; 48]);
+        assert!(seal_random(c, &mut [0u8; RANDOM_MAX + 1]).is_err());
+
+        // A destroyed key opens nothing, and the next use makes a new one. (In this one test: the key is
+        // process-wide and the other tests of this module use it.)
+        let id = next_id();
+        let mut data = [5u8; 40];
+        let tag = seal_in_place(id, &mut data).unwrap();
+        destroy();
+        assert!(matches!(
+            open_in_place(id, &tag, &mut data),
+            Err(Error::DecryptionFailed)
+        ));
+        let mut fresh = [6u8; 8];
+        let id2 = next_id();
+        let tag2 = seal_in_place(id2, &mut fresh).unwrap();
+        open_in_place(id2, &tag2, &mut fresh).unwrap();
+        assert_eq!(fresh, [6u8; 8]);
+    }
+}
