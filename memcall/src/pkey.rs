@@ -9,7 +9,8 @@
 //! `PKRU`, in which the key is disabled, even when the signal interrupts a window.
 //!
 //! Elsewhere (other CPUs and operating systems, kernels without the feature, valgrind, containers whose seccomp
-//! filter refuses `pkey_alloc`) [`ProtectionKey::get`] returns `None` and callers fall back to `mprotect`.
+//! filter refuses `pkey_alloc`) [`ProtectionKey::get`] returns `None` and callers fall back to `mprotect`. So
+//! does a process started with [`DISABLE_ENV`] set (for programs that manage protection keys themselves).
 //!
 //! # Lifecycle
 //! - One key per process, allocated on first use and never freed (the CPU has 15).
@@ -22,6 +23,10 @@
 
 use crate::error::Result;
 use crate::region::Region;
+
+/// Set (to any value) in the environment at the first use, this variable turns protection keys off for the
+/// process: callers then use their `mprotect` fallback.
+pub const DISABLE_ENV: &str = "SECUREMEMORY_DISABLE_PKEYS";
 
 /// The protection key of this process (see the [module docs](self)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +120,7 @@ mod imp {
     }
 
     fn alloc() -> Option<u32> {
-        if !cpu_has_pku() {
+        if std::env::var_os(super::DISABLE_ENV).is_some() || !cpu_has_pku() {
             return None;
         }
         // SAFETY: `pkey_alloc(flags = 0, access = disable)` allocates a key and disables it on this thread; it

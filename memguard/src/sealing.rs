@@ -13,7 +13,7 @@
 //! and cannot open what its parent sealed.
 
 #[doc(hidden)]
-pub use crate::core::seal_key::key_opens;
+pub use crate::core::seal_key::{key_address, key_opens};
 pub use crate::core::seal_key::{
     key_protection, next_id, open_in_place, seal_in_place, seal_random, KeyProtection, RANDOM_MAX,
     TAG_LEN,

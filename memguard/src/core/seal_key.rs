@@ -237,6 +237,13 @@ pub(crate) fn destroy() {
     }
 }
 
+/// The address of the key's page while a key exists, for tests that read it to prove it faults.
+pub fn key_address() -> Option<usize> {
+    let key = KEY.get_if_built()?;
+    let page = key.lock().unwrap_or_else(PoisonError::into_inner);
+    page.as_ref().map(|p| p.region.as_ptr() as usize)
+}
+
 /// Whether `candidate` is the key that sealed `ciphertext` (with `tag`) for item `id`. For tests that look for
 /// copies of the key in memory.
 pub fn key_opens(

@@ -172,7 +172,7 @@ impl SealedPages {
 impl Drop for SealedPages {
     fn drop(&mut self) {
         memcall::wipe_bytes(self.sealed.get_mut());
-        let window = std::mem::replace(self.window.get_mut(), ptr::null_mut());
+        let window = self.window.swap(ptr::null_mut(), Ordering::AcqRel);
         if !window.is_null() {
             // SAFETY: a non-null window pointer came from `Box::into_raw` in `open_window` and was not taken
             // back (swapped out) since; `&mut self` makes this the only owner.
