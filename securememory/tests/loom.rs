@@ -251,3 +251,110 @@ fn purge_inside_a_closure_closes_when_the_closure_ends() {
         assert!(destroyed.load(Ordering::SeqCst));
     });
 }
+
+/// Pages with an access window of their own (as a sealed secret's scratch copy): counts opens, closes and
+/// retired windows, and checks every read happens inside an open window.
+struct WindowPages {
+    open: Arc<AtomicU8>,
+    retired: Arc<AtomicU8>,
+    data: [u8; 4],
+}
+
+impl Pages for WindowPages {
+    fn protect(&self, _prot: Protection) -> memcall::Result<()> {
+        Ok(())
+    }
+
+    fn open_window(&self) -> Result<(), Error> {
+        assert_eq!(
+            self.open.fetch_add(1, Ordering::SeqCst),
+            0,
+            "window opened twice"
+        );
+        Ok(())
+    }
+
+    fn close_window(&self, retire: bool) -> memcall::Result<Option<Box<dyn std::any::Any + Send>>> {
+        assert_eq!(
+            self.open.fetch_sub(1, Ordering::SeqCst),
+            1,
+            "closed a window that was not open"
+        );
+        if retire {
+            self.retired.fetch_add(1, Ordering::SeqCst);
+            return Ok(Some(Box::new(())));
+        }
+        Ok(None)
+    }
+
+    unsafe fn data(&self) -> &[u8] {
+        assert_eq!(
+            self.open.load(Ordering::SeqCst),
+            1,
+            "read outside the window"
+        );
+        &self.data
+    }
+
+    unsafe fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+
+    unsafe fn wipe_in_place(&self) -> memcall::Result<()> {
+        Ok(())
+    }
+
+    fn destroy(self) -> Result<(), DestroyFailed<Self>> {
+        assert_eq!(
+            self.open.load(Ordering::SeqCst),
+            0,
+            "destroyed with its window open"
+        );
+        Ok(())
+    }
+}
+
+#[test]
+fn a_quarantine_inside_a_shared_window_retires_that_window_once() {
+    model(|| {
+        let open = Arc::new(AtomicU8::new(0));
+        let retired = Arc::new(AtomicU8::new(0));
+        let state = Arc::new(AccessState::new(
+            WindowPages {
+                open: open.clone(),
+                retired: retired.clone(),
+                data: *b"abcd",
+            },
+            0,
+        ));
+        let other = {
+            let state = state.clone();
+            thread::spawn(move || {
+                state
+                    .with_bytes(|b| {
+                        assert_eq!(b, b"abcd");
+                        Ok(())
+                    })
+                    .unwrap()
+            })
+        };
+        let hold = state
+            .with_bytes(|b| {
+                assert_eq!(b, b"abcd");
+                Ok(state.quarantine())
+            })
+            .unwrap();
+        other.join().unwrap();
+        assert_eq!(open.load(Ordering::SeqCst), 0, "a window left open");
+        assert_eq!(
+            retired.load(Ordering::SeqCst),
+            1,
+            "the quarantined window is retired exactly once"
+        );
+        assert!(hold.holds_pages());
+        // A later window is not retired: the quarantine covered the one that was open.
+        state.with_bytes(|_| Ok(())).unwrap();
+        assert_eq!(retired.load(Ordering::SeqCst), 1);
+        state.close().unwrap();
+    });
+}
