@@ -17,10 +17,12 @@
 //! # Flavours
 //! - [`protected_memory`]: whole pages of its own per secret, data at offset 0.
 //! - [`mod@memguard`]: guard pages before and after, and a canary checked on close.
+//! - [`sealed`]: encrypted at rest in ordinary memory, decrypted into locked scratch pages only while closures
+//!   run; no locked page or mapping per secret, so the memlock limit does not bound how many you hold.
 //!
-//! Both share one access state machine: the first closure to enter makes the pages read-only, the last to
-//! leave makes them no-access again; closures in between cost one atomic operation. `close` refuses new
-//! closures, waits for running ones, then wipes and frees.
+//! All three share one access state machine: the first closure to enter makes the pages readable (a sealed
+//! secret: decrypts it), the last to leave makes them no-access again (wipes the copy); closures in between
+//! cost one atomic operation. `close` refuses new closures, waits for running ones, then wipes and frees.
 //!
 //! # Core dumps
 //! Creating the first factory in a process disables core dumps for the whole process (soft and hard

@@ -17,11 +17,14 @@ use crate::mg::sealing::{self, TAG_LEN};
 pub struct SealedPages {
     /// `tag (16) || ciphertext`. Read by `open_window`, written by `wipe_in_place`, `tamper` and `destroy`:
     /// all of them run under the access state's mutex (or own the pages), never concurrently.
-    sealed: UnsafeCell<Box<[u8]>>,
-    id: u64,
+    /// Cells rather than a cell around the box: the box's niche survives, so `Option<SealedPages>` costs no
+    /// extra word.
+    sealed: Box<[UnsafeCell<u8>]>,
+    /// The identity, shifted left by one, with the lowest bit set when scratch copies must be locked (one word:
+    /// a sealed secret's bookkeeping is most of what it costs).
+    id_required: u64,
     /// The open window's scratch region (a `Box<Scratch>` turned into a raw pointer), null while closed.
     window: AtomicPtr<Scratch>,
-    lock_mode: LockMode,
 }
 
 struct Scratch {
@@ -50,7 +53,7 @@ unsafe impl Sync for SealedPages {}
 impl std::fmt::Debug for SealedPages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SealedPages")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("open", &!self.window.load(Ordering::Relaxed).is_null())
             .finish_non_exhaustive()
     }
@@ -129,24 +132,61 @@ impl SealedPages {
     }
 
     fn from_parts(sealed: Box<[u8]>, id: u64, lock_mode: LockMode) -> SealedPages {
+        // Identities come from a 64-bit counter that starts at 1: the top bit is never reached.
+        let len = sealed.len();
+        let raw = Box::into_raw(sealed).cast::<UnsafeCell<u8>>();
+        // SAFETY: `UnsafeCell<u8>` has the same layout as `u8` (`repr(transparent)`), so the allocation of `len`
+        // bytes is one of `len` cells; ownership moves from the first box to the second.
+        let sealed = unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(raw, len)) };
         SealedPages {
-            sealed: UnsafeCell::new(sealed),
-            id,
+            sealed,
+            id_required: id << 1 | u64::from(lock_mode == LockMode::Required),
             window: AtomicPtr::new(ptr::null_mut()),
-            lock_mode,
         }
     }
 
     /// Plaintext length.
     pub(crate) fn len(&self) -> usize {
-        // SAFETY: the length of the box never changes after construction; reading it races with nothing (the
-        // writers only change the bytes, in place).
-        unsafe { (&*self.sealed.get()).len() - TAG_LEN }
+        self.sealed.len() - TAG_LEN
+    }
+
+    /// The sealed bytes as a shared slice.
+    ///
+    /// # Safety
+    /// No writer of the sealed bytes may run while the slice lives (hold the access state's mutex).
+    unsafe fn sealed_bytes(&self) -> &[u8] {
+        // SAFETY: the cells are `len` initialised bytes (`repr(transparent)` over `u8`); no writer runs, by the
+        // caller's contract.
+        unsafe { std::slice::from_raw_parts(self.sealed.as_ptr().cast::<u8>(), self.sealed.len()) }
+    }
+
+    /// The sealed bytes as a writable slice.
+    ///
+    /// # Safety
+    /// Nothing else may read or write the sealed bytes while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn sealed_bytes_mut(&self) -> &mut [u8] {
+        // SAFETY: writing through cells reached from a shared reference is what `UnsafeCell` allows; exclusive
+        // use is the caller's contract.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                UnsafeCell::raw_get(self.sealed.as_ptr()),
+                self.sealed.len(),
+            )
+        }
     }
 
     /// The identity the ciphertext is bound to.
     pub(crate) fn id(&self) -> u64 {
-        self.id
+        self.id_required >> 1
+    }
+
+    fn lock_mode(&self) -> LockMode {
+        if self.id_required & 1 != 0 {
+            LockMode::Required
+        } else {
+            LockMode::BestEffort
+        }
     }
 
     /// A copy of `tag || ciphertext`.
@@ -155,7 +195,7 @@ impl SealedPages {
     /// No writer of the sealed bytes may run meanwhile (hold the access state's mutex).
     pub(crate) unsafe fn sealed_copy(&self) -> Vec<u8> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { (*self.sealed.get()).to_vec() }
+        unsafe { self.sealed_bytes() }.to_vec()
     }
 
     /// Runs `f` on `tag || ciphertext`, writable (tests that tamper with it).
@@ -165,19 +205,20 @@ impl SealedPages {
     /// open).
     pub(crate) unsafe fn tamper(&self, f: impl FnOnce(&mut [u8])) {
         // SAFETY: forwarded from this function's contract.
-        f(unsafe { &mut *self.sealed.get() })
+        f(unsafe { self.sealed_bytes_mut() })
     }
 }
 
 impl Drop for SealedPages {
     fn drop(&mut self) {
-        memcall::wipe_bytes(self.sealed.get_mut());
+        // SAFETY: `&mut self`: nothing else touches the sealed bytes.
+        memcall::wipe_bytes(unsafe { self.sealed_bytes_mut() });
         let window = self.window.swap(ptr::null_mut(), Ordering::AcqRel);
         if !window.is_null() {
             // SAFETY: a non-null window pointer came from `Box::into_raw` in `open_window` and was not taken
             // back (swapped out) since; `&mut self` makes this the only owner.
             let scratch = unsafe { Box::from_raw(window) };
-            let used = self.sealed.get_mut().len() - TAG_LEN;
+            let used = self.len();
             if let Err(e) = scratch.release(used) {
                 log::error!("releasing a sealed secret's scratch region failed: {e}");
             }
@@ -203,15 +244,15 @@ impl Pages for SealedPages {
             return self.protect(Protection::ReadWrite).map_err(Error::ReadOnly);
         }
         let len = self.len();
-        let (mut region, locked) = scratch::take(len, self.lock_mode).map_err(Error::ReadOnly)?;
+        let (mut region, locked) = scratch::take(len, self.lock_mode()).map_err(Error::ReadOnly)?;
         let opened = {
             // SAFETY: `take` returns a read-write region owned here; the sealed bytes are only written under
             // the access state's mutex, which the caller holds.
             let (plain, sealed) =
-                unsafe { (&mut region.as_mut_slice()[..len], &*self.sealed.get()) };
+                unsafe { (&mut region.as_mut_slice()[..len], self.sealed_bytes()) };
             plain.copy_from_slice(&sealed[TAG_LEN..]);
             let tag: &[u8; TAG_LEN] = sealed[..TAG_LEN].try_into().expect("16-byte tag");
-            sealing::open_in_place(self.id, tag, plain)
+            sealing::open_in_place(self.id(), tag, plain)
         };
         if let Err(e) = opened {
             let error = match e {
@@ -268,13 +309,14 @@ impl Pages for SealedPages {
 
     /// The sealed bytes (`tag || ciphertext`): what is at rest, and what a retiring close wipes.
     unsafe fn data_mut(&mut self) -> &mut [u8] {
-        self.sealed.get_mut()
+        // SAFETY: `&mut self`: nothing else touches the sealed bytes.
+        unsafe { self.sealed_bytes_mut() }
     }
 
     unsafe fn wipe_in_place(&self) -> memcall::Result<()> {
         // SAFETY: forwarded from this function's contract: nothing else writes the sealed bytes meanwhile (the
         // caller holds the access state's mutex).
-        memcall::wipe_bytes(unsafe { &mut *self.sealed.get() });
+        memcall::wipe_bytes(unsafe { self.sealed_bytes_mut() });
         let window = self.window.load(Ordering::Acquire);
         if window.is_null() {
             return Ok(());

@@ -19,8 +19,8 @@ crate::shared::impl_secret!(SealedSecret, SealedCore);
 /// words of bookkeeping are most of what it costs.
 pub(crate) struct SealedCore {
     state: Arc<AccessState<SealedPages>>,
-    len: usize,
-    locked: bool,
+    /// The length, shifted left by one, with the lowest bit set when scratch copies are locked (one word).
+    len_locked: usize,
     /// Removes the secret from the purge registry when dropped (after `state`: a purge only holds a `Weak`).
     _registration: mg::Registration,
 }
@@ -34,8 +34,7 @@ impl SealedCore {
         crate::metrics::secret_created(0);
         SealedCore {
             state,
-            len,
-            locked,
+            len_locked: len << 1 | usize::from(locked),
             _registration: registration,
         }
     }
@@ -54,11 +53,11 @@ impl SealedCore {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len_locked >> 1
     }
 
     pub(crate) fn report(&self) -> ProtectionReport {
-        ProtectionReport::sealed(self.locked)
+        ProtectionReport::sealed(self.len_locked & 1 != 0)
     }
 
     pub(crate) fn readers(&self) -> usize {
