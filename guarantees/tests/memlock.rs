@@ -16,7 +16,7 @@ use common::{ensure, Flavour, Held, Kind};
 use guarantees::proc_stats;
 use guarantees::Scenario;
 use memcall::Limit;
-use securememory::{Locking, Secret, SecretFactory};
+use securememory::{Locking, Secret, SecretExtensions, SecretFactory};
 
 const LIMIT: u64 = 256 * 1024;
 const KIND_VAR: &str = "GUARANTEES_KIND";
@@ -142,7 +142,6 @@ fn best_effort_past_the_limit() -> Outcome {
     ensure(!weak.protections().locked, || {
         "a secret past the limit claims to be locked".into()
     })?;
-    use securememory::SecretExtensions;
     ensure(weak.with_bytes(|b| Ok(b.iter().all(|&x| x == 9)))?, || {
         "wrong bytes".into()
     })?;
@@ -192,10 +191,86 @@ fn closed_secrets_do_not_starve_other_kinds() -> Outcome {
     Ok(())
 }
 
+/// Sealed secrets hold no locked memory at rest, so far more of them live under the limit than page-backed ones
+/// could; only open access windows take locked scratch pages. Opening nested windows on ever more secrets ends
+/// in the typed lock-limit error, the windows already open still read their exact bytes, and once they all
+/// close `VmLck` is back where it started.
+fn sealed_windows_at_the_limit() -> Outcome {
+    use securememory::sealed::SealedSecretFactory;
+    without_lock_exemption()?;
+    let factory = SealedSecretFactory::new();
+    factory.create_random(32)?.with_bytes(|_| Ok(()))?;
+    memcall::pool::trim_all();
+    let start = proc_stats::locked();
+    // Four times what 256 KiB of locked pages could hold as page-backed secrets.
+    let count = 4 * (LIMIT as usize / 4096);
+    let secrets = (0..count)
+        .map(|i| factory.new(&mut [i as u8; 32]))
+        .collect::<Result<Vec<_>, _>>()?;
+    ensure(proc_stats::locked() == start, || {
+        format!(
+            "{count} sealed secrets at rest locked memory: {} -> {}",
+            start,
+            proc_stats::locked()
+        )
+    })?;
+    /// Opens windows on `secrets[i..]`, each inside the previous one, until one fails; returns how many opened
+    /// and the error that stopped them, checking every open window's bytes on the way back out.
+    fn nest(
+        secrets: &[securememory::sealed::SealedSecret],
+        i: usize,
+    ) -> securememory::Result<(usize, Option<securememory::Error>)> {
+        let Some(secret) = secrets.get(i) else {
+            return Ok((i, None));
+        };
+        match secret.with_bytes(|bytes| {
+            let deeper = nest(secrets, i + 1)?;
+            if bytes != [i as u8; 32] {
+                return Err(securememory::Error::action(format!(
+                    "window {i} read wrong bytes"
+                )));
+            }
+            Ok(deeper)
+        }) {
+            Ok(deeper) => Ok(deeper),
+            Err(e) if e.memory_error().is_some_and(|m| m.is_lock_limit()) => Ok((i, Some(e))),
+            Err(e) => Err(e),
+        }
+    }
+    let (opened, err) = nest(&secrets, 0)?;
+    let err = err.ok_or("the limit never applied to the scratch pages")?;
+    eprintln!("{count} sealed secrets live, {opened} windows open at once, then: {err}");
+    ensure(opened > 0 && opened < count, || {
+        format!("{opened} windows opened")
+    })?;
+    ensure(
+        err.to_string().contains("RLIMIT_MEMLOCK is 256 KiB"),
+        || format!("the message does not name the limit: {err}"),
+    )?;
+    for (i, secret) in secrets.iter().enumerate() {
+        ensure(secret.with_bytes(|b| Ok(b == [i as u8; 32]))?, || {
+            format!("secret {i} changed")
+        })?;
+    }
+    for secret in &secrets {
+        secret.close()?;
+    }
+    memcall::pool::trim_all();
+    ensure(proc_stats::locked() == start, || {
+        format!(
+            "VmLck {} after closing, {} before",
+            proc_stats::locked(),
+            start
+        )
+    })?;
+    Ok(())
+}
+
 #[test]
 fn child_entry() {
     const SCENARIOS: &[(&str, Scenario)] = &[
         ("exhaust", exhaust),
+        ("sealed_windows_at_the_limit", sealed_windows_at_the_limit),
         ("best_effort_past_the_limit", best_effort_past_the_limit),
         (
             "closed_secrets_do_not_starve_other_kinds",
@@ -245,6 +320,13 @@ fn best_effort_memguard_secrets_work_past_the_limit_and_say_so() {
 #[test]
 fn locked_pages_cached_after_close_do_not_starve_other_kinds() {
     guarantees::run_child("closed_secrets_do_not_starve_other_kinds")
+        .run()
+        .assert_success();
+}
+
+#[test]
+fn sealed_secrets_outnumber_the_limit_and_only_open_windows_hit_it_typed() {
+    guarantees::run_child("sealed_windows_at_the_limit")
         .run()
         .assert_success();
 }

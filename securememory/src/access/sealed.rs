@@ -244,7 +244,8 @@ impl Pages for SealedPages {
             return self.protect(Protection::ReadWrite).map_err(Error::ReadOnly);
         }
         let len = self.len();
-        let (mut region, locked) = scratch::take(len, self.lock_mode()).map_err(Error::ReadOnly)?;
+        // A full memlock limit is `Error::Memory` holding `LockLimit`, which names the limit and how to raise it.
+        let (mut region, locked) = scratch::take(len, self.lock_mode()).map_err(Error::Memory)?;
         let opened = {
             // SAFETY: `take` returns a read-write region owned here; the sealed bytes are only written under
             // the access state's mutex, which the caller holds.
