@@ -20,6 +20,27 @@ pub(crate) struct SecretCore<P: Pages> {
     created_at: Option<Box<std::backtrace::Backtrace>>,
 }
 
+/// What the shared secret surface ([`impl_secret`]) needs from a flavour's core: its access state, length and
+/// report. Everything else is the access state's.
+pub(crate) trait Core {
+    type Pages: Pages;
+    fn state(&self) -> &AccessState<Self::Pages>;
+    fn len(&self) -> usize;
+    fn report(&self) -> ProtectionReport;
+}
+
+/// Shares `pages` behind a new access state registered for purge, and counts the secret in the metrics.
+pub(crate) fn register<P: Pages>(
+    pages: P,
+    locked_bytes: usize,
+) -> (Arc<AccessState<P>>, mg::Registration) {
+    let state = Arc::new(AccessState::new(pages, locked_bytes));
+    let weak: Weak<dyn mg::Purgeable> = Arc::<AccessState<P>>::downgrade(&state);
+    let registration = mg::register(weak);
+    crate::metrics::secret_created(locked_bytes);
+    (state, registration)
+}
+
 impl<P: Pages> SecretCore<P> {
     /// Seals freshly written pages (no-access) and makes them a secret; on failure the pages are destroyed
     /// and nothing is leaked.
@@ -32,10 +53,7 @@ impl<P: Pages> SecretCore<P> {
             Ok(pages) => pages,
             Err((error, pages)) => return Err(discard(Error::Memory(error), pages)),
         };
-        let state = Arc::new(AccessState::new(pages, report.locked_bytes));
-        let weak: Weak<dyn mg::Purgeable> = Arc::<AccessState<P>>::downgrade(&state);
-        let registration = mg::register(weak);
-        crate::metrics::secret_created(report.locked_bytes);
+        let (state, registration) = register(pages, report.locked_bytes);
         Ok(SecretCore {
             state,
             len,
@@ -46,34 +64,21 @@ impl<P: Pages> SecretCore<P> {
                 .then(|| Box::new(std::backtrace::Backtrace::force_capture())),
         })
     }
+}
 
-    #[inline]
-    pub(crate) fn with_bytes<R>(&self, action: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
-        self.state.with_bytes(action)
+impl<P: Pages> Core for SecretCore<P> {
+    type Pages = P;
+
+    fn state(&self) -> &AccessState<P> {
+        &self.state
     }
 
-    pub(crate) fn close(&self) -> Result<()> {
-        self.state.close()
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.state.is_closed()
-    }
-
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.len
     }
 
-    pub(crate) fn report(&self) -> ProtectionReport {
+    fn report(&self) -> ProtectionReport {
         self.report
-    }
-
-    pub(crate) fn readers(&self) -> usize {
-        self.state.readers()
-    }
-
-    pub(crate) fn quarantine(&self) -> crate::Quarantine {
-        self.state.quarantine()
     }
 }
 
@@ -145,12 +150,12 @@ macro_rules! impl_secret {
                 &self,
                 action: impl FnOnce(&[u8]) -> $crate::Result<R>,
             ) -> $crate::Result<R> {
-                self.core.with_bytes(action)
+                $crate::shared::Core::state(&self.core).with_bytes(action)
             }
 
             /// How many closures are running on this secret right now.
             pub fn accessors(&self) -> usize {
-                self.core.readers()
+                $crate::shared::Core::state(&self.core).readers()
             }
         }
 
@@ -159,19 +164,19 @@ macro_rules! impl_secret {
                 &self,
                 action: &mut dyn FnMut(&[u8]) -> $crate::Result<()>,
             ) -> $crate::Result<()> {
-                self.core.with_bytes(action)
+                $crate::shared::Core::state(&self.core).with_bytes(action)
             }
 
             fn is_closed(&self) -> bool {
-                self.core.is_closed()
+                $crate::shared::Core::state(&self.core).is_closed()
             }
 
             fn close(&self) -> $crate::Result<()> {
-                self.core.close()
+                $crate::shared::Core::state(&self.core).close()
             }
 
             fn len(&self) -> usize {
-                self.core.len()
+                $crate::shared::Core::len(&self.core)
             }
 
             fn reader(&self) -> $crate::Result<$crate::SecretReader<'_>> {
@@ -179,19 +184,22 @@ macro_rules! impl_secret {
             }
 
             fn protections(&self) -> $crate::ProtectionReport {
-                self.core.report()
+                $crate::shared::Core::report(&self.core)
             }
 
             fn quarantine(&self) -> $crate::Quarantine {
-                self.core.quarantine()
+                $crate::shared::Core::state(&self.core).quarantine()
             }
         }
 
         impl ::std::fmt::Debug for $secret {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.debug_struct(stringify!($secret))
-                    .field("len", &self.core.len())
-                    .field("closed", &self.core.is_closed())
+                    .field("len", &$crate::shared::Core::len(&self.core))
+                    .field(
+                        "closed",
+                        &$crate::shared::Core::state(&self.core).is_closed(),
+                    )
                     .finish_non_exhaustive()
             }
         }

@@ -1,9 +1,10 @@
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use crate::access::{AccessState, SealedPages};
 use crate::error::Result;
 use crate::mg;
 use crate::report::ProtectionReport;
+use crate::shared::Core;
 
 /// A secret kept encrypted in ordinary memory and decrypted into locked scratch pages only while a closure
 /// runs on it (see [the module docs](crate::sealed)).
@@ -28,44 +29,28 @@ pub(crate) struct SealedCore {
 impl SealedCore {
     pub(crate) fn new(pages: SealedPages, locked: bool) -> SealedCore {
         let len = pages.len();
-        let state = Arc::new(AccessState::new(pages, 0));
-        let weak: Weak<dyn mg::Purgeable> = Arc::<AccessState<SealedPages>>::downgrade(&state);
-        let registration = mg::register(weak);
-        crate::metrics::secret_created(0);
+        let (state, registration) = crate::shared::register(pages, 0);
         SealedCore {
             state,
             len_locked: len << 1 | usize::from(locked),
             _registration: registration,
         }
     }
+}
 
-    #[inline]
-    pub(crate) fn with_bytes<R>(&self, action: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
-        self.state.with_bytes(action)
+impl Core for SealedCore {
+    type Pages = SealedPages;
+
+    fn state(&self) -> &AccessState<SealedPages> {
+        &self.state
     }
 
-    pub(crate) fn close(&self) -> Result<()> {
-        self.state.close()
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.state.is_closed()
-    }
-
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.len_locked >> 1
     }
 
-    pub(crate) fn report(&self) -> ProtectionReport {
+    fn report(&self) -> ProtectionReport {
         ProtectionReport::sealed(self.len_locked & 1 != 0)
-    }
-
-    pub(crate) fn readers(&self) -> usize {
-        self.state.readers()
-    }
-
-    pub(crate) fn quarantine(&self) -> crate::Quarantine {
-        self.state.quarantine()
     }
 }
 
