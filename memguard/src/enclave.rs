@@ -366,7 +366,9 @@ impl Coffer {
     pub fn view(&self) -> Result<LockedBuffer> {
         let mut view = LockedBuffer::new(crate::core::crypto::KEY_LEN)?;
         let mut data = view.bytes_mut()?;
-        self.with_key(|key| data.copy_from_slice(key))?;
+        self.with_key_at(crate::core::secure_stack::Depth::Shallow, |key| {
+            data.copy_from_slice(key)
+        })?;
         drop(data);
         Ok(view)
     }
