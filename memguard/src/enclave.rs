@@ -131,10 +131,11 @@ fn enclave_ad(id: &[u8; ID_LEN]) -> [u8; 1 + ID_LEN] {
     ad
 }
 
-/// A fresh identity and nonce, from one call to the OS generator.
+/// A fresh identity and nonce, from the OS generator (through the batch of public randomness: neither is
+/// secret, both must be unique).
 fn fresh_id_and_nonce() -> Result<([u8; ID_LEN], [u8; NONCE_LEN])> {
     let mut bytes = [0u8; ID_LEN + NONCE_LEN];
-    getrandom::fill(&mut bytes)?;
+    crate::core::crypto::public_random(&mut bytes)?;
     let mut id = [0u8; ID_LEN];
     let mut nonce = [0u8; NONCE_LEN];
     id.copy_from_slice(&bytes[..ID_LEN]);

@@ -102,7 +102,7 @@ impl Stream {
             return Ok(id);
         }
         let mut id = [0u8; ID_LEN];
-        getrandom::fill(&mut id)?;
+        crate::core::crypto::public_random(&mut id)?;
         self.id = Some(id);
         Ok(id)
     }
@@ -111,7 +111,7 @@ impl Stream {
     fn next_binding(&mut self) -> Result<([u8; ID_LEN], [u8; CHUNK_AD_LEN], [u8; NONCE_LEN])> {
         let id = self.id()?;
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce)?;
+        crate::core::crypto::public_random(&mut nonce)?;
         Ok((id, chunk_ad(&id, self.written), nonce))
     }
 
@@ -262,11 +262,9 @@ impl Stream {
         crate::core::secure_stack::clear_vector_registers();
         // Re-seal the rest where it lies, inside the locked buffer, under the same position.
         let mut nonce = [0u8; NONCE_LEN];
-        let rest = getrandom::fill(&mut nonce)
-            .map_err(Error::from)
-            .and_then(|()| {
-                Enclave::new_bound(&mut data[n..], self.id.unwrap_or_default(), &ad, &nonce)
-            });
+        let rest = crate::core::crypto::public_random(&mut nonce).and_then(|()| {
+            Enclave::new_bound(&mut data[n..], self.id.unwrap_or_default(), &ad, &nonce)
+        });
         match rest {
             Ok(rest) => {
                 self.size -= n;
