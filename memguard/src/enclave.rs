@@ -161,35 +161,43 @@ impl Enclave {
     /// ```
     pub fn new(src: &mut [u8]) -> Result<Enclave> {
         let (id, nonce) = fresh_id_and_nonce()?;
-        Self::new_bound(src, id, &enclave_ad(&id), &nonce)
+        Self::new_bound(src, id, &enclave_ad(&id), &nonce, Vec::new())
     }
 
-    /// Encrypts `src` in place under `ad` and wipes it (stream chunks pass their own binding).
+    /// Encrypts `src` in place under `ad` and wipes it (stream chunks pass their own binding). The ciphertext
+    /// goes into `spare`, whose allocation is reused when large enough (a stream recycles its chunks').
     pub(crate) fn new_bound(
         src: &mut [u8],
         id: [u8; ID_LEN],
         ad: &[u8],
         nonce: &[u8; NONCE_LEN],
+        spare: Vec<u8>,
     ) -> Result<Enclave> {
         if src.is_empty() {
             return Err(Error::InvalidLength { len: 0 });
         }
-        let ciphertext = seal_with(|c| c.seal_in_place(nonce, ad, src))?;
+        let mut spare = Some(spare);
+        let ciphertext =
+            seal_with(|c| c.seal_in_place(nonce, ad, src, spare.take().unwrap_or_default()))?;
         crate::util::wipe_bytes(src);
         Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
-    /// Encrypts a copy of `plaintext` under `ad`, which is left as is.
+    /// Encrypts a copy of `plaintext` under `ad`, which is left as is, into `spare` (as in
+    /// [`new_bound`](Self::new_bound)).
     pub(crate) fn from_copy_bound(
         plaintext: &[u8],
         id: [u8; ID_LEN],
         ad: &[u8],
         nonce: &[u8; NONCE_LEN],
+        spare: Vec<u8>,
     ) -> Result<Enclave> {
         if plaintext.is_empty() {
             return Err(Error::InvalidLength { len: 0 });
         }
-        let ciphertext = seal_with(|c| c.seal_copy(nonce, ad, plaintext))?;
+        let mut spare = Some(spare);
+        let ciphertext =
+            seal_with(|c| c.seal_copy(nonce, ad, plaintext, spare.take().unwrap_or_default()))?;
         Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
@@ -208,7 +216,7 @@ impl Enclave {
         buffer.melt()?;
         let ciphertext = {
             let mut data = buffer.bytes_mut()?;
-            seal_with(|c| c.seal_in_place(&nonce, &ad, &mut data))?
+            seal_with(|c| c.seal_in_place(&nonce, &ad, &mut data, Vec::new()))?
         };
         buffer.destroy()?;
         Ok(Enclave::from_parts_unchecked(ciphertext, id))
@@ -281,6 +289,11 @@ impl Enclave {
         }
     }
 
+    /// The ciphertext's allocation, for a stream to seal its next chunk into.
+    pub(crate) fn into_ciphertext(self) -> Vec<u8> {
+        self.ciphertext
+    }
+
     /// Size of the plaintext in bytes.
     pub fn size(&self) -> usize {
         self.ciphertext.len() - OVERHEAD
@@ -323,7 +336,8 @@ impl Enclave {
             return Err(Error::InvalidLength { len: 0 });
         }
         let (id, nonce) = fresh_id_and_nonce()?;
-        let ciphertext = Cipher::new(key).seal_copy(&nonce, &enclave_ad(&id), plaintext)?;
+        let ciphertext =
+            Cipher::new(key).seal_copy(&nonce, &enclave_ad(&id), plaintext, Vec::new())?;
         Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 

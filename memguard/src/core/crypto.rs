@@ -36,34 +36,39 @@ impl Cipher {
         Cipher(XChaCha20Poly1305::new(Key::from_slice(key)))
     }
 
-    /// Encrypts `data` in place under `nonce` and `ad` and returns `nonce || tag || ciphertext`. `data` then
-    /// holds ciphertext.
+    /// Encrypts `data` in place under `nonce` and `ad` and returns `nonce || tag || ciphertext`, in `out`
+    /// (emptied first; its allocation is reused when large enough). `data` then holds ciphertext.
     pub(crate) fn seal_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],
         ad: &[u8],
         data: &mut [u8],
+        mut out: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let tag = self
             .0
             .encrypt_in_place_detached(XNonce::from_slice(nonce), ad, data)
             .map_err(|_| Error::InvalidLength { len: data.len() })?;
-        let mut out = Vec::with_capacity(OVERHEAD + data.len());
+        out.clear();
+        out.reserve_exact(OVERHEAD + data.len());
         out.extend_from_slice(nonce);
         out.extend_from_slice(&tag);
         out.extend_from_slice(data);
         Ok(out)
     }
 
-    /// Encrypts a copy of `plaintext` and returns `nonce || tag || ciphertext`. The plaintext is copied once
-    /// into the output buffer and encrypted there in place (the output never reallocates).
+    /// Encrypts a copy of `plaintext` and returns `nonce || tag || ciphertext`, in `out` (emptied first; its
+    /// allocation is reused when large enough). The plaintext is copied once into the output buffer and
+    /// encrypted there in place (the output never reallocates after that copy).
     pub(crate) fn seal_copy(
         &self,
         nonce: &[u8; NONCE_LEN],
         ad: &[u8],
         plaintext: &[u8],
+        mut out: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+        out.clear();
+        out.reserve_exact(OVERHEAD + plaintext.len());
         out.extend_from_slice(nonce);
         out.resize(OVERHEAD, 0);
         out.extend_from_slice(plaintext);
@@ -183,7 +188,9 @@ mod tests {
     fn seal_open_round_trip_and_tamper_detection() {
         let cipher = Cipher::new(&[9u8; 32]);
         let nonce = [3u8; NONCE_LEN];
-        let ct = cipher.seal_copy(&nonce, b"ad", b"hello").unwrap();
+        let ct = cipher
+            .seal_copy(&nonce, b"ad", b"hello", Vec::new())
+            .unwrap();
         assert_eq!(ct.len(), 5 + OVERHEAD);
         let mut out = [0u8; 5];
         cipher.open_into(b"ad", &ct, &mut out).unwrap();
@@ -206,7 +213,17 @@ mod tests {
         let other = Cipher::new(&[8u8; 32]);
         assert!(other.open_into(b"ad", &ct, &mut out).is_err());
         let mut data = *b"world";
-        let ct2 = cipher.seal_in_place(&nonce, b"", &mut data).unwrap();
+        // A reused output buffer: its old contents are gone, the result is the same as in a fresh one.
+        let ct2 = cipher
+            .seal_in_place(&nonce, b"", &mut data, vec![0xEE; 100])
+            .unwrap();
+        assert_eq!(ct2.len(), 5 + OVERHEAD);
+        assert_eq!(
+            ct2,
+            cipher
+                .seal_copy(&nonce, b"", b"world", vec![1, 2, 3])
+                .unwrap()
+        );
         assert_ne!(&data, b"world");
         cipher.open_into(b"", &ct2, &mut out).unwrap();
         assert_eq!(&out, b"world");

@@ -782,7 +782,7 @@ mod tests {
             crate::core::crypto::blake2b_256(&[3u8; 32], &mut hash);
             let cipher = Cipher::new(&[1u8; 32]);
             let ct = cipher
-                .seal_in_place(&[2u8; NONCE_LEN], b"ad", &mut chunk)
+                .seal_in_place(&[2u8; NONCE_LEN], b"ad", &mut chunk, Vec::new())
                 .unwrap();
             let mut out = vec![0u8; ct.len() - crate::core::crypto::OVERHEAD];
             cipher.open_into(b"ad", &ct, &mut out).unwrap();
