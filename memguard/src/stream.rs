@@ -21,7 +21,7 @@ pub fn stream_chunk_size() -> usize {
 /// buffer (the tag is checked before any plaintext is written); a shorter one goes through a locked buffer, so
 /// the rest never leaves locked memory in the clear. [`next`](Self::next) yields whole chunks as frozen [`LockedBuffer`]s, and
 /// [`flush_buffer`](Self::flush_buffer) drains everything into one. The allocations of chunks read (which held
-/// only ciphertext) are kept, up to 1 MiB, for the next chunks written, so a stream used as a pipe does not go
+/// only ciphertext) are kept, about 1 MiB of them, for the next chunks written, so a stream used as a pipe does not go
 /// back to the allocator for every chunk; they are freed with the stream.
 ///
 /// Go's `Write` wipes the caller's slice; `io::Write` hands us `&[u8]`, so use
@@ -78,7 +78,8 @@ pub struct Stream {
 /// allocator (and the kernel, which the allocator returns freed memory to) for every chunk.
 const SPARE_BYTES: usize = 1 << 20;
 
-/// Emptied chunk allocations (they held ciphertext only), at most [`SPARE_BYTES`] of capacity.
+/// Emptied chunk allocations (they held ciphertext only): as many as [`SPARE_BYTES`] of chunks, each a
+/// chunk's ciphertext at most.
 #[derive(Default)]
 struct Spare(Vec<Vec<u8>>);
 
@@ -95,8 +96,7 @@ impl Spare {
 
     fn keep(&mut self, enclave: Enclave) {
         let mut ciphertext = enclave.into_ciphertext();
-        let held: usize = self.0.iter().map(Vec::capacity).sum();
-        if held + ciphertext.capacity() <= SPARE_BYTES {
+        if self.0.len() < SPARE_BYTES / stream_chunk_size() {
             ciphertext.clear();
             self.0.push(ciphertext);
         }
