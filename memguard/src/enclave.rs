@@ -131,10 +131,11 @@ fn enclave_ad(id: &[u8; ID_LEN]) -> [u8; 1 + ID_LEN] {
     ad
 }
 
-/// A fresh identity and nonce, from one call to the OS generator.
+/// A fresh identity and nonce, from the OS generator (through the batch of public randomness: neither is
+/// secret, both must be unique).
 fn fresh_id_and_nonce() -> Result<([u8; ID_LEN], [u8; NONCE_LEN])> {
     let mut bytes = [0u8; ID_LEN + NONCE_LEN];
-    getrandom::fill(&mut bytes)?;
+    crate::core::crypto::public_random(&mut bytes)?;
     let mut id = [0u8; ID_LEN];
     let mut nonce = [0u8; NONCE_LEN];
     id.copy_from_slice(&bytes[..ID_LEN]);
@@ -160,35 +161,43 @@ impl Enclave {
     /// ```
     pub fn new(src: &mut [u8]) -> Result<Enclave> {
         let (id, nonce) = fresh_id_and_nonce()?;
-        Self::new_bound(src, id, &enclave_ad(&id), &nonce)
+        Self::new_bound(src, id, &enclave_ad(&id), &nonce, Vec::new())
     }
 
-    /// Encrypts `src` in place under `ad` and wipes it (stream chunks pass their own binding).
+    /// Encrypts `src` in place under `ad` and wipes it (stream chunks pass their own binding). The ciphertext
+    /// goes into `spare`, whose allocation is reused when large enough (a stream recycles its chunks').
     pub(crate) fn new_bound(
         src: &mut [u8],
         id: [u8; ID_LEN],
         ad: &[u8],
         nonce: &[u8; NONCE_LEN],
+        spare: Vec<u8>,
     ) -> Result<Enclave> {
         if src.is_empty() {
             return Err(Error::InvalidLength { len: 0 });
         }
-        let ciphertext = seal_with(|c| c.seal_in_place(nonce, ad, src))?;
+        let mut spare = Some(spare);
+        let ciphertext =
+            seal_with(|c| c.seal_in_place(nonce, ad, src, spare.take().unwrap_or_default()))?;
         crate::util::wipe_bytes(src);
         Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
-    /// Encrypts a copy of `plaintext` under `ad`, which is left as is.
+    /// Encrypts a copy of `plaintext` under `ad`, which is left as is, into `spare` (as in
+    /// [`new_bound`](Self::new_bound)).
     pub(crate) fn from_copy_bound(
         plaintext: &[u8],
         id: [u8; ID_LEN],
         ad: &[u8],
         nonce: &[u8; NONCE_LEN],
+        spare: Vec<u8>,
     ) -> Result<Enclave> {
         if plaintext.is_empty() {
             return Err(Error::InvalidLength { len: 0 });
         }
-        let ciphertext = seal_with(|c| c.seal_copy(nonce, ad, plaintext))?;
+        let mut spare = Some(spare);
+        let ciphertext =
+            seal_with(|c| c.seal_copy(nonce, ad, plaintext, spare.take().unwrap_or_default()))?;
         Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
@@ -207,7 +216,7 @@ impl Enclave {
         buffer.melt()?;
         let ciphertext = {
             let mut data = buffer.bytes_mut()?;
-            seal_with(|c| c.seal_in_place(&nonce, &ad, &mut data))?
+            seal_with(|c| c.seal_in_place(&nonce, &ad, &mut data, Vec::new()))?
         };
         buffer.destroy()?;
         Ok(Enclave::from_parts_unchecked(ciphertext, id))
@@ -280,6 +289,11 @@ impl Enclave {
         }
     }
 
+    /// The ciphertext's allocation, for a stream to seal its next chunk into.
+    pub(crate) fn into_ciphertext(self) -> Vec<u8> {
+        self.ciphertext
+    }
+
     /// Size of the plaintext in bytes.
     pub fn size(&self) -> usize {
         self.ciphertext.len() - OVERHEAD
@@ -322,7 +336,8 @@ impl Enclave {
             return Err(Error::InvalidLength { len: 0 });
         }
         let (id, nonce) = fresh_id_and_nonce()?;
-        let ciphertext = Cipher::new(key).seal_copy(&nonce, &enclave_ad(&id), plaintext)?;
+        let ciphertext =
+            Cipher::new(key).seal_copy(&nonce, &enclave_ad(&id), plaintext, Vec::new())?;
         Ok(Enclave::from_parts_unchecked(ciphertext, id))
     }
 
@@ -366,7 +381,9 @@ impl Coffer {
     pub fn view(&self) -> Result<LockedBuffer> {
         let mut view = LockedBuffer::new(crate::core::crypto::KEY_LEN)?;
         let mut data = view.bytes_mut()?;
-        self.with_key(|key| data.copy_from_slice(key))?;
+        self.with_key_at(crate::core::secure_stack::Depth::Shallow, |key| {
+            data.copy_from_slice(key)
+        })?;
         drop(data);
         Ok(view)
     }

@@ -20,7 +20,9 @@ pub fn stream_chunk_size() -> usize {
 /// `Ok(0)` means the stream is empty. A read that takes a whole chunk decrypts it straight into the caller's
 /// buffer (the tag is checked before any plaintext is written); a shorter one goes through a locked buffer, so
 /// the rest never leaves locked memory in the clear. [`next`](Self::next) yields whole chunks as frozen [`LockedBuffer`]s, and
-/// [`flush_buffer`](Self::flush_buffer) drains everything into one.
+/// [`flush_buffer`](Self::flush_buffer) drains everything into one. The allocations of chunks read (which held
+/// only ciphertext) are kept, about 1 MiB of them, for the next chunks written, so a stream used as a pipe does not go
+/// back to the allocator for every chunk; they are freed with the stream.
 ///
 /// Go's `Write` wipes the caller's slice; `io::Write` hands us `&[u8]`, so use
 /// [`write_moving`](Self::write_moving) to get that, or [`write_from`](Self::write_from) to move a
@@ -60,6 +62,8 @@ pub fn stream_chunk_size() -> usize {
 #[derive(Debug, Default)]
 pub struct Stream {
     chunks: VecDeque<Enclave>,
+    /// Allocations of chunks read, for the next chunks written.
+    spare: Spare,
     size: usize,
     /// Random identity, drawn with the first chunk.
     id: Option<[u8; ID_LEN]>,
@@ -67,6 +71,36 @@ pub struct Stream {
     written: u64,
     /// Index of the front chunk: chunks read so far.
     read: u64,
+}
+
+/// Bytes of chunk allocations a stream keeps for reuse once their chunks are read: a stream used as a pipe
+/// (write some, read it back, again) then seals into the same allocations instead of going back to the
+/// allocator (and the kernel, which the allocator returns freed memory to) for every chunk.
+const SPARE_BYTES: usize = 1 << 20;
+
+/// Emptied chunk allocations (they held ciphertext only): as many as [`SPARE_BYTES`] of chunks, each a
+/// chunk's ciphertext at most.
+#[derive(Default)]
+struct Spare(Vec<Vec<u8>>);
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} spare chunk allocations", self.0.len())
+    }
+}
+
+impl Spare {
+    fn take(&mut self) -> Vec<u8> {
+        self.0.pop().unwrap_or_default()
+    }
+
+    fn keep(&mut self, enclave: Enclave) {
+        let mut ciphertext = enclave.into_ciphertext();
+        if self.0.len() < SPARE_BYTES / stream_chunk_size() {
+            ciphertext.clear();
+            self.0.push(ciphertext);
+        }
+    }
 }
 
 /// Length of a chunk's associated data: a domain byte, the stream's identity, the chunk's index.
@@ -102,7 +136,7 @@ impl Stream {
             return Ok(id);
         }
         let mut id = [0u8; ID_LEN];
-        getrandom::fill(&mut id)?;
+        crate::core::crypto::public_random(&mut id)?;
         self.id = Some(id);
         Ok(id)
     }
@@ -111,7 +145,7 @@ impl Stream {
     fn next_binding(&mut self) -> Result<([u8; ID_LEN], [u8; CHUNK_AD_LEN], [u8; NONCE_LEN])> {
         let id = self.id()?;
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce)?;
+        crate::core::crypto::public_random(&mut nonce)?;
         Ok((id, chunk_ad(&id, self.written), nonce))
     }
 
@@ -142,7 +176,7 @@ impl Stream {
     pub fn write_moving(&mut self, data: &mut [u8]) -> Result<usize> {
         for chunk in data.chunks_mut(stream_chunk_size()) {
             let (id, ad, nonce) = self.next_binding()?;
-            let enclave = Enclave::new_bound(chunk, id, &ad, &nonce)?;
+            let enclave = Enclave::new_bound(chunk, id, &ad, &nonce, self.spare.take())?;
             self.push(enclave);
         }
         Ok(data.len())
@@ -165,9 +199,10 @@ impl Stream {
                 let dst = &mut scratch_bytes[..chunk.len()];
                 dst.copy_from_slice(chunk);
                 crate::core::secure_stack::clear_vector_registers();
+                let spare = self.spare.take();
                 let sealed = self
                     .next_binding()
-                    .and_then(|(id, ad, nonce)| Enclave::new_bound(dst, id, &ad, &nonce));
+                    .and_then(|(id, ad, nonce)| Enclave::new_bound(dst, id, &ad, &nonce, spare));
                 match sealed {
                     Ok(enclave) => self.push(enclave),
                     Err(err) => {
@@ -209,7 +244,9 @@ impl Stream {
             }
         }
         self.read += self.chunks.len() as u64;
-        self.chunks.clear();
+        for enclave in std::mem::take(&mut self.chunks) {
+            self.spare.keep(enclave);
+        }
         self.size = 0;
         out.freeze()?;
         Ok(out)
@@ -238,6 +275,7 @@ impl Stream {
         if let Some(enclave) = self.chunks.pop_front() {
             self.size = self.size.saturating_sub(enclave.size());
             self.read += 1;
+            self.spare.keep(enclave);
         }
     }
 
@@ -262,15 +300,21 @@ impl Stream {
         crate::core::secure_stack::clear_vector_registers();
         // Re-seal the rest where it lies, inside the locked buffer, under the same position.
         let mut nonce = [0u8; NONCE_LEN];
-        let rest = getrandom::fill(&mut nonce)
-            .map_err(Error::from)
-            .and_then(|()| {
-                Enclave::new_bound(&mut data[n..], self.id.unwrap_or_default(), &ad, &nonce)
-            });
+        let spare = self.spare.take();
+        let rest = crate::core::crypto::public_random(&mut nonce).and_then(|()| {
+            Enclave::new_bound(
+                &mut data[n..],
+                self.id.unwrap_or_default(),
+                &ad,
+                &nonce,
+                spare,
+            )
+        });
         match rest {
             Ok(rest) => {
                 self.size -= n;
-                self.chunks[0] = rest;
+                let read = std::mem::replace(&mut self.chunks[0], rest);
+                self.spare.keep(read);
                 Ok(n)
             }
             Err(err) => {
@@ -292,9 +336,10 @@ impl io::Write for Stream {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let mut written = 0;
         for chunk in data.chunks(stream_chunk_size()) {
-            let sealed = self
-                .next_binding()
-                .and_then(|(id, ad, nonce)| Enclave::from_copy_bound(chunk, id, &ad, &nonce));
+            let spare = self.spare.take();
+            let sealed = self.next_binding().and_then(|(id, ad, nonce)| {
+                Enclave::from_copy_bound(chunk, id, &ad, &nonce, spare)
+            });
             match sealed {
                 Ok(enclave) => self.push(enclave),
                 Err(err) if written == 0 => return Err(err.into()),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::crypto::{blake2b_256, Cipher, KEY_LEN};
 use super::region::{GuardedRegion, Locking};
 use super::registry::{register, PurgeRequest, Purgeable, Registration};
-use super::secure_stack;
+use super::secure_stack::{self, Depth};
 use crate::error::{Error, Result};
 
 /// How often the enclave key is re-split (Go: 500 ms).
@@ -232,7 +232,7 @@ impl Coffer {
     /// A coffer that [`purge`](crate::purge) does not reach by itself (the enclave key, which purge destroys
     /// explicitly).
     pub(crate) fn unregistered() -> Result<Coffer> {
-        let halves = secure_stack::run(Halves::new)??;
+        let halves = secure_stack::run_at(Depth::Shallow, Halves::new)??;
         Ok(Coffer {
             inner: ManuallyDrop::new(Arc::new(Inner {
                 halves: Mutex::new(Some(halves)),
@@ -250,7 +250,7 @@ impl Coffer {
     /// [`Error::Random`]; [`Error::Memory`] when no private stack can be mapped.
     pub fn rekey(&self) -> Result<()> {
         self.inner.check()?;
-        secure_stack::run(|| {
+        secure_stack::run_at(Depth::Shallow, || {
             lock(&self.inner.halves)
                 .as_mut()
                 .ok_or(Error::Destroyed)?
@@ -260,7 +260,7 @@ impl Coffer {
 
     /// Runs `f` on the assembled key, which is wiped when `f` returns.
     ///
-    /// The key is assembled on a small private stack in locked, no-dump, no-fork pages (32 KiB; an overflow
+    /// The key is assembled on a private stack in locked, no-dump, no-fork pages (32 KiB; an overflow
     /// faults on its guard page) and `f` runs there too; the used part of that stack is wiped afterwards and
     /// the registers are cleared before this returns. Keep `f` short and return nothing derived from the key
     /// (the return value is copied to ordinary memory). The coffer is not locked while `f` runs, so `f` may
@@ -271,8 +271,18 @@ impl Coffer {
     /// [`Error::Destroyed`] after [`destroy`](Self::destroy) or a purge; [`Error::Forked`] in a forked child;
     /// [`Error::Memory`] when no private stack can be mapped.
     pub fn with_key<R>(&self, f: impl FnOnce(&[u8; KEY_LEN]) -> R) -> Result<R> {
+        self.with_key_at(Depth::Deep, f)
+    }
+
+    /// As [`with_key`](Self::with_key), on a private stack of class `depth`: [`Depth::Shallow`] only for
+    /// the crate's own operations, whose stack use the secure stack's high-water tests bound.
+    pub(crate) fn with_key_at<R>(
+        &self,
+        depth: Depth,
+        f: impl FnOnce(&[u8; KEY_LEN]) -> R,
+    ) -> Result<R> {
         self.inner.check()?;
-        secure_stack::run(|| {
+        secure_stack::run_at(depth, || {
             let mut key = [0u8; KEY_LEN];
             lock(&self.inner.halves)
                 .as_mut()
@@ -284,9 +294,10 @@ impl Coffer {
         })?
     }
 
-    /// Runs `f` with a cipher under the key, on the private stack (see [`with_key`](Self::with_key)).
+    /// Runs `f` with a cipher under the key, on a shallow private stack (see [`with_key`](Self::with_key)):
+    /// `f` must be one of the crate's own seal or open operations.
     pub(crate) fn with_cipher<R>(&self, f: impl FnOnce(&Cipher) -> R) -> Result<R> {
-        self.with_key(|key| {
+        self.with_key_at(Depth::Shallow, |key| {
             let cipher = Cipher::new(key);
             f(&cipher)
         })
@@ -378,7 +389,9 @@ fn rekey_loop(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), interval: Dura
             return;
         }
         let Some(inner) = inner.upgrade() else { return };
-        let result = secure_stack::run(|| lock(&inner.halves).as_mut().map(Halves::rekey));
+        let result = secure_stack::run_at(Depth::Shallow, || {
+            lock(&inner.halves).as_mut().map(Halves::rekey)
+        });
         match result {
             Ok(Some(Ok(()))) => {}
             Ok(None) => return,

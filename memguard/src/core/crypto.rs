@@ -16,6 +16,10 @@ type Blake2b256 = Blake2b<U32>;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 
+use std::sync::{Mutex, PoisonError};
+
+use memcall::PerProcess;
+
 use crate::error::{Error, Result};
 
 pub(crate) const KEY_LEN: usize = 32;
@@ -32,34 +36,39 @@ impl Cipher {
         Cipher(XChaCha20Poly1305::new(Key::from_slice(key)))
     }
 
-    /// Encrypts `data` in place under `nonce` and `ad` and returns `nonce || tag || ciphertext`. `data` then
-    /// holds ciphertext.
+    /// Encrypts `data` in place under `nonce` and `ad` and returns `nonce || tag || ciphertext`, in `out`
+    /// (emptied first; its allocation is reused when large enough). `data` then holds ciphertext.
     pub(crate) fn seal_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],
         ad: &[u8],
         data: &mut [u8],
+        mut out: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let tag = self
             .0
             .encrypt_in_place_detached(XNonce::from_slice(nonce), ad, data)
             .map_err(|_| Error::InvalidLength { len: data.len() })?;
-        let mut out = Vec::with_capacity(OVERHEAD + data.len());
+        out.clear();
+        out.reserve_exact(OVERHEAD + data.len());
         out.extend_from_slice(nonce);
         out.extend_from_slice(&tag);
         out.extend_from_slice(data);
         Ok(out)
     }
 
-    /// Encrypts a copy of `plaintext` and returns `nonce || tag || ciphertext`. The plaintext is copied once
-    /// into the output buffer and encrypted there in place (the output never reallocates).
+    /// Encrypts a copy of `plaintext` and returns `nonce || tag || ciphertext`, in `out` (emptied first; its
+    /// allocation is reused when large enough). The plaintext is copied once into the output buffer and
+    /// encrypted there in place (the output never reallocates after that copy).
     pub(crate) fn seal_copy(
         &self,
         nonce: &[u8; NONCE_LEN],
         ad: &[u8],
         plaintext: &[u8],
+        mut out: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+        out.clear();
+        out.reserve_exact(OVERHEAD + plaintext.len());
         out.extend_from_slice(nonce);
         out.resize(OVERHEAD, 0);
         out.extend_from_slice(plaintext);
@@ -104,6 +113,49 @@ impl Cipher {
     }
 }
 
+/// Bytes drawn from the OS generator at a time for [`public_random`].
+const BATCH: usize = 2048;
+
+/// OS randomness not handed out yet: `bytes[used..]`. Handed-out bytes are zeroed, so the buffer only ever
+/// holds values still to come.
+struct Batch {
+    bytes: Box<[u8; BATCH]>,
+    used: usize,
+}
+
+/// The process's batch. A forked child starts with an empty one and never reads the parent's (its bytes may
+/// already have been handed out in the parent).
+static PUBLIC: PerProcess<Mutex<Batch>> = PerProcess::new(|| {
+    Mutex::new(Batch {
+        bytes: Box::new([0u8; BATCH]),
+        used: BATCH,
+    })
+});
+
+/// Fills `out` with random bytes from the OS generator for values the ciphertext carries in the clear (nonces
+/// and identities), which need to be unique but not secret. The bytes are read from the OS a batch at a time,
+/// which saves a system call per seal; each byte is handed out once, in one process only.
+///
+/// Never use this for keys or masks: those come from `getrandom` directly, into locked memory.
+pub(crate) fn public_random(out: &mut [u8]) -> Result<()> {
+    if out.len() > BATCH / 8 {
+        getrandom::fill(out)?;
+        return Ok(());
+    }
+    let mut batch = PUBLIC.get().lock().unwrap_or_else(PoisonError::into_inner);
+    if BATCH - batch.used < out.len() {
+        // On failure `used` stays where it was: nothing is handed out twice.
+        getrandom::fill(&mut batch.bytes[..])?;
+        batch.used = 0;
+    }
+    let at = batch.used;
+    let taken = &mut batch.bytes[at..at + out.len()];
+    out.copy_from_slice(taken);
+    taken.fill(0);
+    batch.used = at + out.len();
+    Ok(())
+}
+
 /// Whether `key` opens `ciphertext` made under `ad` (decrypting into a scratch copy, wiped after). For tests
 /// that look for copies of a key in memory; never used with the enclave key itself.
 pub(crate) fn key_opens(key: &[u8; KEY_LEN], ad: &[u8], ciphertext: &[u8]) -> bool {
@@ -136,7 +188,9 @@ mod tests {
     fn seal_open_round_trip_and_tamper_detection() {
         let cipher = Cipher::new(&[9u8; 32]);
         let nonce = [3u8; NONCE_LEN];
-        let ct = cipher.seal_copy(&nonce, b"ad", b"hello").unwrap();
+        let ct = cipher
+            .seal_copy(&nonce, b"ad", b"hello", Vec::new())
+            .unwrap();
         assert_eq!(ct.len(), 5 + OVERHEAD);
         let mut out = [0u8; 5];
         cipher.open_into(b"ad", &ct, &mut out).unwrap();
@@ -159,10 +213,90 @@ mod tests {
         let other = Cipher::new(&[8u8; 32]);
         assert!(other.open_into(b"ad", &ct, &mut out).is_err());
         let mut data = *b"world";
-        let ct2 = cipher.seal_in_place(&nonce, b"", &mut data).unwrap();
+        // A reused output buffer: its old contents are gone, the result is the same as in a fresh one.
+        let ct2 = cipher
+            .seal_in_place(&nonce, b"", &mut data, vec![0xEE; 100])
+            .unwrap();
+        assert_eq!(ct2.len(), 5 + OVERHEAD);
+        assert_eq!(
+            ct2,
+            cipher
+                .seal_copy(&nonce, b"", b"world", vec![1, 2, 3])
+                .unwrap()
+        );
         assert_ne!(&data, b"world");
         cipher.open_into(b"", &ct2, &mut out).unwrap();
         assert_eq!(&out, b"world");
+    }
+
+    #[test]
+    fn public_random_never_repeats_and_refills() {
+        use std::collections::HashSet;
+        // More than a batch's worth, from several threads: every 24-byte value is distinct (a repeat of
+        // random 192-bit values would mean bytes were handed out twice).
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    (0..2 * BATCH / NONCE_LEN)
+                        .map(|_| {
+                            let mut nonce = [0u8; NONCE_LEN];
+                            public_random(&mut nonce).unwrap();
+                            nonce
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        for h in handles {
+            for nonce in h.join().unwrap() {
+                assert_ne!(nonce, [0u8; NONCE_LEN]);
+                assert!(seen.insert(nonce), "a nonce was handed out twice");
+            }
+        }
+        // Larger requests go to the OS directly.
+        let mut big = [0u8; BATCH];
+        public_random(&mut big).unwrap();
+        assert!(big.iter().any(|&b| b != 0));
+    }
+
+    /// A forked child never hands out bytes of the batch it inherited: its first value is not the one the
+    /// parent would hand out next. The parent holds its batch's lock across the fork (as a thread of a real
+    /// program may), so a child that used the parent's batch would also block on it: an alarm ends it then.
+    #[cfg(unix)]
+    #[test]
+    fn a_forked_child_draws_its_own_batch() {
+        let mut first = [0u8; NONCE_LEN];
+        public_random(&mut first).unwrap();
+        let batch = PUBLIC.get().lock().unwrap();
+        if BATCH - batch.used < NONCE_LEN {
+            // Exhausted right now (other tests draw too): nothing the child could reuse.
+            return;
+        }
+        let parents_next: [u8; NONCE_LEN] = batch.bytes[batch.used..batch.used + NONCE_LEN]
+            .try_into()
+            .unwrap();
+        // SAFETY: the child only draws from its own batch (a std mutex, an allocation and getrandom, which
+        // glibc keeps usable after fork) under an alarm, and `_exit`s; nothing else of this test binary runs
+        // in it.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: `alarm` only arms a timer; its default action ends the child.
+            unsafe { libc::alarm(10) };
+            let mut child = [0u8; NONCE_LEN];
+            let ok = public_random(&mut child).is_ok() && child != parents_next && child != first;
+            // SAFETY: `_exit` is always safe; it skips the harness's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        drop(batch);
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid out-parameter.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child drew its own bytes (status {status:#x})"
+        );
     }
 
     #[test]
