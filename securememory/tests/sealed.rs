@@ -257,7 +257,6 @@ fn reader_reads_the_plaintext() {
     let mut r = s.reader().unwrap();
     r.read_exact(&mut partial).unwrap();
     assert_eq!(partial[..], data[..10]);
-    drop(r);
     s.close().unwrap();
     assert!(matches!(s.reader(), Err(Error::Closed)));
 }
