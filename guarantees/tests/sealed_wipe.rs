@@ -165,7 +165,7 @@ fn backed_runs(
 ) -> Vec<(usize, usize)> {
     const PRESENT_OR_SWAPPED: u64 = 3 << 62;
     let mut entries = vec![0u8; (m.end - m.start) / page * 8];
-    let n = read_fully(pagemap, &mut entries, (m.start / page * 8) as usize);
+    let n = read_fully(pagemap, &mut entries, m.start / page * 8);
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for (i, entry) in entries[..n].chunks_exact(8).enumerate() {
         let word = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
