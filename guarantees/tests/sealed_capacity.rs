@@ -5,6 +5,11 @@
 //! library's `malloc` serves the large arrays that hold the handles with mappings of their own). Closing them
 //! all brings `VmLck` and the mappings back. Memory per secret (RSS delta / count) is printed.
 //!
+//! The scratch copies are the only locked memory sealed secrets use while they are read: under a small limit,
+//! windows nested over more and more secrets end with the usual typed error naming the limit (from
+//! `with_bytes`, whose closure then does not run), nothing open is harmed, and once they close the copies are
+//! given back (after a trim, `VmLck` is where it was) and reading works again.
+//!
 //! In a child process: it changes its capabilities and limits, and the watchdog bounds it. The full million
 //! runs in release builds (`cargo test --release -p securememory-guarantees --test sealed_capacity`, about 10 s;
 //! a debug build seals about 2,000 secrets a second); debug builds run the same proof with 20,000 secrets,
@@ -19,7 +24,7 @@ use common::{ensure, is_pattern, sealed_pattern, xorshift};
 use guarantees::proc_stats::{self, Footprint};
 use guarantees::{Scenario, Watchdog};
 use memcall::Limit;
-use securememory::sealed::SealedSecret;
+use securememory::sealed::{cached_scratch_bytes, SealedSecret};
 use securememory::Secret;
 
 const LIMIT: u64 = 8 * 1024 * 1024;
@@ -144,9 +149,82 @@ fn many_under_8_mib() -> Outcome {
     Ok(())
 }
 
+/// Opens a window on `secrets[depth]` inside the window of every secret before it, until one fails; returns
+/// the depth reached and that error. Each open window checks its bytes.
+fn nest(secrets: &[SealedSecret], depth: usize) -> (usize, Option<securememory::Error>) {
+    let Some(secret) = secrets.get(depth) else {
+        return (depth, None);
+    };
+    let mut inner = (depth, None);
+    let opened = secret.with_bytes(|b| {
+        if !is_pattern(depth as u64, b) {
+            return Err(securememory::Error::action(format!(
+                "secret {depth} read wrong bytes"
+            )));
+        }
+        inner = nest(secrets, depth + 1);
+        Ok(())
+    });
+    match opened {
+        Ok(()) => inner,
+        Err(e) => (depth, Some(e)),
+    }
+}
+
+/// Under a 128 KiB limit: nested windows over 8 KiB sealed secrets fail at the limit with the typed error that
+/// names it, and everything is given back afterwards.
+fn scratch_at_the_limit() -> Outcome {
+    const SMALL: u64 = 128 * 1024;
+    const SECRET: usize = 8192;
+    let _watchdog = Watchdog::start(Duration::from_secs(300), "nested sealed windows");
+    memcall::drop_lock_exemption()?;
+    memcall::set_lock_limit(Limit::Bytes(SMALL))?;
+    let secrets: Vec<SealedSecret> = (0..64)
+        .map(|i| sealed_pattern(i, SECRET))
+        .collect::<Result<_, _>>()?;
+    let (base, _) = footprint();
+    let (depth, err) = nest(&secrets, 0);
+    let err = err.ok_or("64 nested windows of 8 KiB fit under a 128 KiB lock limit")?;
+    eprintln!("{depth} nested windows open, then: {err}");
+    ensure(depth >= 4, || {
+        format!("only {depth} windows fit under the limit")
+    })?;
+    let lock_limit = match &err {
+        securememory::Error::ReadOnly(e) => e.is_lock_limit(),
+        _ => false,
+    };
+    ensure(lock_limit, || {
+        format!("not the typed lock-limit error: {err:?}")
+    })?;
+    ensure(
+        err.to_string().contains("RLIMIT_MEMLOCK is 128 KiB"),
+        || format!("the message does not name the limit: {err}"),
+    )?;
+    let (after, _) = footprint();
+    ensure(after.locked == base.locked, || {
+        format!(
+            "VmLck {} bytes after the windows closed, {} before",
+            after.locked, base.locked
+        )
+    })?;
+    ensure(cached_scratch_bytes() == 0, || {
+        "scratch cached after a trim".into()
+    })?;
+    for (i, s) in secrets.iter().enumerate() {
+        ensure(s.with_bytes(|b| Ok(is_pattern(i as u64, b)))?, || {
+            format!("secret {i} unreadable after the limit was hit")
+        })?;
+        s.close()?;
+    }
+    Ok(())
+}
+
 #[test]
 fn child_entry() {
-    const SCENARIOS: &[(&str, Scenario)] = &[("many_under_8_mib", many_under_8_mib)];
+    const SCENARIOS: &[(&str, Scenario)] = &[
+        ("many_under_8_mib", many_under_8_mib),
+        ("scratch_at_the_limit", scratch_at_the_limit),
+    ];
     guarantees::dispatch(SCENARIOS);
 }
 
@@ -171,4 +249,13 @@ fn a_million_sealed_secrets_live_under_an_8_mib_lock_limit_without_cap_ipc_lock(
 #[test]
 fn twenty_thousand_sealed_secrets_live_under_an_8_mib_lock_limit_without_cap_ipc_lock() {
     hold(DEBUG_COUNT);
+}
+
+#[test]
+fn nested_windows_at_the_lock_limit_fail_typed_and_give_everything_back() {
+    let outcome = guarantees::run_child("scratch_at_the_limit")
+        .timeout(Duration::from_secs(300))
+        .run();
+    eprint!("{}", outcome.stderr);
+    outcome.assert_success();
 }

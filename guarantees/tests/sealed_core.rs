@@ -7,6 +7,8 @@
 //!   ciphertext as its key (every window is tried with `memguard::sealing::key_opens`, except those that a
 //!   random key is astronomically unlikely to look like, see [`could_be_a_key`]). The notes of the core (each
 //!   thread's registers, vector registers included) are part of what is scanned.
+//! - A `gcore` snapshot (gdb, through ptrace, which no `RLIMIT_CORE` stops) of the same child, alive and with
+//!   core dumps left disabled as by default, is judged the same way.
 //! - Stack: after sealing and opening in this thread, no window of the thread's own stack opens a secret.
 #![cfg(target_os = "linux")]
 
@@ -27,6 +29,10 @@ const SECRETS: usize = 100;
 const HELD_OPEN: usize = 10;
 const MARKERS_VAR: &str = "GUARANTEES_MARKERS";
 const CONTROL_VAR: &str = "GUARANTEES_CONTROL";
+/// Set for a child that waits to be snapshotted instead of aborting.
+const SNAPSHOT_VAR: &str = "GUARANTEES_SNAPSHOT";
+/// What such a child prints when it holds everything.
+const READY: &str = "holding every sealed secret, ready for a snapshot";
 /// What the child prints for each secret whose sealed parts the parent tries key windows against.
 const PARTS: &str = "SEALED-PARTS";
 
@@ -99,26 +105,48 @@ impl Parts {
 }
 
 /// Tries every 32-byte window of `haystack` that [`could_be_a_key`] as the key of each of `parts`; returns the
-/// offsets of the windows that open one, and how many windows were tried.
+/// offsets of the windows that open one, and how many windows were tried. Two threads share the work.
 fn key_windows(haystack: &[u8], parts: &[Parts]) -> (Vec<usize>, usize) {
-    let mut found = Vec::new();
-    let mut tried = 0;
-    for (at, window) in haystack.windows(32).enumerate() {
-        if !could_be_a_key(window) {
-            continue;
-        }
-        tried += 1;
-        let candidate: &[u8; 32] = window.try_into().expect("a 32-byte window");
-        if parts.iter().any(|p| p.opened_by(candidate)) {
-            found.push(at);
-        }
-    }
-    (found, tried)
+    const THREADS: usize = 2;
+    let starts = haystack.len().saturating_sub(31);
+    let share = starts.div_ceil(THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut found = Vec::new();
+                    let mut tried = 0;
+                    for at in t * share..((t + 1) * share).min(starts) {
+                        let window = &haystack[at..at + 32];
+                        if !could_be_a_key(window) {
+                            continue;
+                        }
+                        tried += 1;
+                        let candidate: &[u8; 32] = window.try_into().expect("a 32-byte window");
+                        if parts.iter().any(|p| p.opened_by(candidate)) {
+                            found.push(at);
+                        }
+                    }
+                    (found, tried)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .fold((Vec::new(), 0), |(mut all, n), w| {
+                let (found, tried) = w.join().expect("a key-window worker");
+                all.extend(found);
+                (all, n + tried)
+            })
+    })
 }
 
 fn hold_and_abort() -> Outcome {
-    securememory::keep_core_dumps();
-    core_file::allow_core_dumps()?;
+    let snapshot = std::env::var_os(SNAPSHOT_VAR).is_some();
+    if !snapshot {
+        securememory::keep_core_dumps();
+        core_file::allow_core_dumps()?;
+    }
     let markers: Vec<String> = std::env::var(MARKERS_VAR)?
         .split(',')
         .map(str::to_owned)
@@ -134,8 +162,9 @@ fn hold_and_abort() -> Outcome {
         decode_hex_into(hex, &mut source[offset..offset + 32]);
         held.push(Arc::new(factory.new(&mut source)?));
     }
-    // The parent tries key windows against one secret that will be open and one that will be at rest.
-    for i in [0, SECRETS - 1] {
+    // The parent tries key windows against one secret (one key seals them all; this one will be open).
+    {
+        let i = 0;
         let parts = Parts::of(&held[i])?;
         let mut sealed = parts.tag.to_vec();
         sealed.extend_from_slice(&parts.ciphertext);
@@ -165,6 +194,12 @@ fn hold_and_abort() -> Outcome {
     decode_hex_into(&control_hex, &mut control);
     std::hint::black_box((&control, &held));
     use std::io::Write;
+    if snapshot {
+        println!("{READY}");
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_secs(120));
+        return Err("nobody took a snapshot within 120 s".into());
+    }
     std::io::stdout().flush()?;
     std::process::abort()
 }
@@ -253,16 +288,22 @@ fn a_core_file_holds_no_sealed_plaintext_and_no_key() {
             outcome.describe()
         );
     };
+    judge(&core, &markers, &control, &outcome.stdout);
+}
+
+/// The dump is real (holds the heap control marker), holds no plaintext marker nor half of one, and no window
+/// of it opens a secret whose sealed parts the child printed.
+fn judge(core: &[u8], markers: &[String], control: &str, stdout: &str) {
     assert!(
-        !MarkerSet::from_hex(&[&control]).found_in(&core).is_empty(),
+        !MarkerSet::from_hex(&[control]).found_in(core).is_empty(),
         "the {} byte core lacks the heap control marker: it proves nothing",
         core.len()
     );
-    let mut needles = markers.clone();
+    let mut needles = markers.to_vec();
     needles.extend(markers.iter().map(|m| m[..32].to_owned()));
     needles.extend(markers.iter().map(|m| m[32..].to_owned()));
     let leaks: Vec<String> = MarkerSet::from_hex(&needles)
-        .found_in(&core)
+        .found_in(core)
         .into_iter()
         .map(|i| {
             let n = i % SECRETS;
@@ -278,10 +319,10 @@ fn a_core_file_holds_no_sealed_plaintext_and_no_key() {
         })
         .collect();
     assert!(leaks.is_empty(), "sealed plaintext in the core: {leaks:?}");
-    let parts: Vec<Parts> = outcome.stdout.lines().filter_map(Parts::parse).collect();
-    assert_eq!(parts.len(), 2, "{}", outcome.describe());
+    let parts: Vec<Parts> = stdout.lines().filter_map(Parts::parse).collect();
+    assert_eq!(parts.len(), 1, "the child's sealed parts: {stdout}");
     let started = Instant::now();
-    let (found, tried) = key_windows(&core, &parts);
+    let (found, tried) = key_windows(core, &parts);
     eprintln!(
         "core of {} bytes: control marker found, no marker; {tried} windows tried as the key in {:?}",
         core.len(),
@@ -291,6 +332,56 @@ fn a_core_file_holds_no_sealed_plaintext_and_no_key() {
         found.is_empty(),
         "the sealing key is in the core at offsets {found:?}"
     );
+}
+
+#[test]
+fn a_gcore_snapshot_holds_no_sealed_plaintext_and_no_key() {
+    if !core_file::has_gdb() {
+        assert!(
+            std::env::var_os(core_file::SKIP_VAR).is_some(),
+            "gdb is not installed; install it or set {}=1 to skip",
+            core_file::SKIP_VAR
+        );
+        eprintln!("SKIPPED: gdb is not installed");
+        return;
+    }
+    let markers: Vec<String> = (0..SECRETS).map(|_| core_file::random_hex(32)).collect();
+    let control = core_file::random_hex(32);
+    let dir = guarantees::child::scratch_dir("sealed-gcore").expect("a scratch directory");
+    // One malloc arena: gdb dumps every arena's whole reservation, which only makes the snapshot slow.
+    let mut child = guarantees::run_child("hold_and_abort")
+        .env(MARKERS_VAR, markers.join(","))
+        .env(CONTROL_VAR, &control)
+        .env(SNAPSHOT_VAR, "1")
+        .env("MALLOC_ARENA_MAX", "1")
+        .command()
+        .current_dir(&dir)
+        .spawn()
+        .expect("start the child");
+    let mut stdout = String::new();
+    let ready = child.stdout.take().is_some_and(|out| {
+        use std::io::BufRead;
+        std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| {
+                stdout.push_str(&line);
+                stdout.push('\n');
+                line.contains(READY)
+            })
+    });
+    let path = dir.join("snapshot");
+    let taken = if ready {
+        core_file::gcore(child.id(), &path)
+    } else {
+        Err(format!("the child never got ready: {stdout}"))
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let core = taken.and_then(|()| std::fs::read(&path).map_err(|e| e.to_string()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let core = core.expect("a gcore snapshot");
+    judge(&core, &markers, &control, &stdout);
 }
 
 #[test]
