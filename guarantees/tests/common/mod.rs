@@ -244,3 +244,21 @@ impl std::fmt::Display for HoldError {
 }
 
 impl std::error::Error for HoldError {}
+
+/// A sealed secret (`securememory::sealed`) holding pattern `id` over `len` bytes, through the default factory.
+pub fn sealed_pattern(
+    id: u64,
+    len: usize,
+) -> securememory::Result<securememory::sealed::SealedSecret> {
+    let mut source = vec![0u8; len];
+    fill_pattern(id, &mut source);
+    securememory::sealed::SealedSecretFactory::new().new(&mut source)
+}
+
+/// A small xorshift generator step: reproducible choices without a shared RNG.
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}

@@ -123,9 +123,14 @@ fn key() -> MutexGuard<'static, Option<KeyPage>> {
 /// The next identity: never repeats in this process (nor in a forked child, which continues the count under a
 /// key of its own).
 pub fn next_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    NEXT_ID.fetch_add(1, Ordering::SeqCst)
 }
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The first identity [`next_id`] had not yet handed out when a key was last destroyed (0: never). An item
+/// whose identity is below it may have been sealed under that key; one above it was sealed under a later key.
+static DESTROYED_BELOW: AtomicU64 = AtomicU64::new(0);
 
 /// How the key is protected in this process (made on first use).
 pub fn key_protection() -> KeyProtection {
@@ -143,6 +148,15 @@ fn cipher() -> Result<Aes256Gcm> {
         *key = Some(KeyPage::new()?);
     }
     match &*key {
+        Some(page) => page.cipher(),
+        None => Err(Error::Destroyed),
+    }
+}
+
+/// Builds the cipher under the existing process key; never makes a key: without one, whatever was sealed was
+/// sealed under a key destroyed since ([`Error::Destroyed`]). Call on the private stack.
+fn opening_cipher() -> Result<Aes256Gcm> {
+    match &*key() {
         Some(page) => page.cipher(),
         None => Err(Error::Destroyed),
     }
@@ -177,14 +191,25 @@ pub fn seal_in_place(id: u64, data: &mut [u8]) -> Result<[u8; TAG_LEN]> {
 /// Decrypts `data` in place for item `id`; on failure `data` is wiped.
 ///
 /// # Errors
-/// [`Error::DecryptionFailed`] when the ciphertext or tag was altered, belongs to another item, or was sealed
-/// under a key that a purge destroyed since; otherwise as [`seal_in_place`].
+/// [`Error::Destroyed`] when the key it was sealed under is gone (a purge destroyed it; a purge racing this
+/// call has not reached the item yet): it can never be opened again; [`Error::DecryptionFailed`] when the
+/// ciphertext or tag was altered or belongs to another item (for an item made before the last purge, which the
+/// purge closed, an alteration may show as [`Error::Destroyed`] too); otherwise as [`seal_in_place`].
 pub fn open_in_place(id: u64, tag: &[u8; TAG_LEN], data: &mut [u8]) -> Result<()> {
     let opened = secure_stack::run(|| {
         let (nonce, ad) = binding(id, data.len());
-        cipher()?
+        opening_cipher()?
             .decrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, data, Tag::from_slice(tag))
-            .map_err(|_| Error::DecryptionFailed)
+            .map_err(|_| {
+                // An identity handed out before the last destroy may have been sealed under the destroyed key
+                // (such items are being purged); any later one was sealed under the current key, so it was
+                // altered or belongs to another item.
+                if id < DESTROYED_BELOW.load(Ordering::SeqCst) {
+                    Error::Destroyed
+                } else {
+                    Error::DecryptionFailed
+                }
+            })
     })
     .and_then(|r| r);
     if opened.is_err() {
@@ -229,7 +254,14 @@ pub(crate) fn destroy() {
     let Some(key) = KEY.get_if_built() else {
         return;
     };
-    let page = key.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let mut slot = key.lock().unwrap_or_else(PoisonError::into_inner);
+    let page = slot.take();
+    if page.is_some() {
+        // Under the key's mutex, so no seal under the destroyed key can follow: every identity handed out from
+        // here on is sealed under a later key.
+        DESTROYED_BELOW.store(NEXT_ID.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+    drop(slot);
     if let Some(page) = page {
         if let Err(err) = page.destroy() {
             log::error!("destroying the sealing key failed: {err}");
@@ -304,19 +336,38 @@ mod tests {
         assert_ne!(r1, [0u8; 48]);
         assert!(seal_random(c, &mut [0u8; RANDOM_MAX + 1]).is_err());
 
-        // A destroyed key opens nothing, and the next use makes a new one. (In this one test: the key is
-        // process-wide and the other tests of this module use it.)
+        // A destroyed key opens nothing (`Destroyed`, not an integrity failure, and opening makes no key), and
+        // the next seal makes a new one. (In this one test: the key is process-wide and the other tests of this
+        // module use it.)
         let id = next_id();
         let mut data = [5u8; 40];
         let tag = seal_in_place(id, &mut data).unwrap();
         destroy();
+        let early = next_id(); // handed out before the next key exists, sealed under it
+        let sealed = data;
         assert!(matches!(
             open_in_place(id, &tag, &mut data),
-            Err(Error::DecryptionFailed)
+            Err(Error::Destroyed)
         ));
+        assert!(key().is_none(), "opening made a key");
         let mut fresh = [6u8; 8];
         let id2 = next_id();
         let tag2 = seal_in_place(id2, &mut fresh).unwrap();
+        let mut old = sealed;
+        assert!(matches!(
+            open_in_place(id, &tag, &mut old),
+            Err(Error::Destroyed)
+        ));
+        let mut late = [7u8; 8];
+        let tag_late = seal_in_place(early, &mut late).unwrap();
+        open_in_place(early, &tag_late, &mut late).unwrap();
+        assert_eq!(late, [7u8; 8]);
+        let mut altered = fresh;
+        altered[0] ^= 1;
+        assert!(matches!(
+            open_in_place(id2, &tag2, &mut altered),
+            Err(Error::DecryptionFailed)
+        ));
         open_in_place(id2, &tag2, &mut fresh).unwrap();
         assert_eq!(fresh, [6u8; 8]);
     }

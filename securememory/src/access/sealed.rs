@@ -258,6 +258,9 @@ impl Pages for SealedPages {
         if let Err(e) = opened {
             let error = match e {
                 crate::mg::Error::DecryptionFailed => Error::Integrity,
+                // The key it was sealed under was destroyed by a purge that has not reached this secret yet:
+                // it is as good as closed, and will be in a moment.
+                crate::mg::Error::Destroyed => Error::Closed,
                 other => Error::Memguard(other),
             };
             return match scratch::give(region, locked, len) {

@@ -23,6 +23,8 @@ pub trait Flavour {
 
 pub struct Pm;
 pub struct Mg;
+/// The sealed flavour (encrypted at rest, decrypted into scratch pages while a closure runs).
+pub struct Sealed;
 
 impl Flavour for Pm {
     type Factory = ProtectedMemorySecretFactory;
@@ -48,6 +50,22 @@ impl Flavour for Mg {
     }
     fn factory_with(locking: Locking) -> Self::Factory {
         MemguardSecretFactory::with_locking(locking)
+    }
+    fn accessors(secret: &Self::Secret) -> usize {
+        secret.accessors()
+    }
+}
+
+impl Flavour for Sealed {
+    type Factory = securememory::sealed::SealedSecretFactory;
+    type Secret = securememory::sealed::SealedSecret;
+    /// Creation protects no page of the secret's own (it has none): only scratch pages, when it uses them.
+    const PROTECTS_BEFORE_SEAL: u32 = 0;
+    fn factory() -> Self::Factory {
+        securememory::sealed::SealedSecretFactory::new()
+    }
+    fn factory_with(locking: Locking) -> Self::Factory {
+        securememory::sealed::SealedSecretFactory::with_locking(locking)
     }
     fn accessors(secret: &Self::Secret) -> usize {
         secret.accessors()
