@@ -3,7 +3,7 @@
 use memcall::{Protection, Region};
 use securememory::{
     MemguardSecret, MemguardSecretFactory, ProtectedMemorySecret, ProtectedMemorySecretFactory,
-    Secret, SecretFactory,
+    SealedSecret, SealedSecretFactory, Secret, SecretFactory,
 };
 use serde::{Deserialize, Serialize};
 
@@ -24,11 +24,24 @@ pub enum Flavour {
     /// A frozen `memguard::LockedBuffer` (read-only at rest, as in Go).
     #[serde(rename = "memguard-locked-buffer")]
     LockedBuffer,
+    /// `securememory::sealed::SealedSecret`: ciphertext in ordinary memory, no page per secret (so not in
+    /// [`Flavour::ALL`], whose proofs are about a secret's own pages).
+    #[serde(rename = "sealed")]
+    Sealed,
 }
 
 impl Flavour {
-    /// The secret flavours the doctor reports on.
+    /// The page-backed secret flavours the doctor proves page protections for.
     pub const ALL: [Flavour; 3] = [Flavour::Region, Flavour::ProtectedMemory, Flavour::Memguard];
+
+    /// The flavours whose capacity the doctor measures with the `fill` scenario: the page-backed ones up to
+    /// the locked-memory limit, the sealed one to a fixed count that the limit does not bound.
+    pub const CAPACITY: [Flavour; 4] = [
+        Flavour::Region,
+        Flavour::ProtectedMemory,
+        Flavour::Memguard,
+        Flavour::Sealed,
+    ];
 
     /// The name used in reports, JSON and scenario parameters.
     pub fn name(self) -> &'static str {
@@ -37,7 +50,14 @@ impl Flavour {
             Flavour::ProtectedMemory => "protected-memory",
             Flavour::Memguard => "memguard",
             Flavour::LockedBuffer => "memguard-locked-buffer",
+            Flavour::Sealed => "sealed",
         }
+    }
+
+    /// Whether each secret of this flavour costs locked pages of its own (every flavour but
+    /// [`Flavour::Sealed`]).
+    pub fn page_backed(self) -> bool {
+        self != Flavour::Sealed
     }
 }
 
@@ -101,6 +121,8 @@ pub enum Holder {
     Memguard(MemguardSecret),
     /// A frozen locked buffer.
     LockedBuffer(memguard::LockedBuffer),
+    /// A sealed secret.
+    Sealed(SealedSecret),
 }
 
 impl Holder {
@@ -125,13 +147,17 @@ impl Holder {
                 region.protect(Protection::NoAccess)?;
                 Holder::Region { region, len }
             }
-            Flavour::ProtectedMemory | Flavour::Memguard => {
+            Flavour::ProtectedMemory | Flavour::Memguard | Flavour::Sealed => {
                 let mut source = vec![0u8; len];
                 fill(&mut source);
-                if flavour == Flavour::Memguard {
-                    Holder::Memguard(MemguardSecretFactory::new().new(&mut source)?)
-                } else {
-                    Holder::ProtectedMemory(ProtectedMemorySecretFactory::new().new(&mut source)?)
+                match flavour {
+                    Flavour::Memguard => {
+                        Holder::Memguard(MemguardSecretFactory::new().new(&mut source)?)
+                    }
+                    Flavour::Sealed => Holder::Sealed(SealedSecretFactory::new().new(&mut source)?),
+                    _ => Holder::ProtectedMemory(
+                        ProtectedMemorySecretFactory::new().new(&mut source)?,
+                    ),
                 }
             }
             Flavour::LockedBuffer => {
@@ -205,6 +231,7 @@ impl Holder {
                 secret.with_bytes(|b| Ok(f(b))).map_err(|e| e.to_string())
             }
             Holder::Memguard(secret) => secret.with_bytes(|b| Ok(f(b))).map_err(|e| e.to_string()),
+            Holder::Sealed(secret) => secret.with_bytes(|b| Ok(f(b))).map_err(|e| e.to_string()),
             Holder::LockedBuffer(buffer) => buffer.with_bytes(|b| f(b)).map_err(|e| e.to_string()),
         }
     }
@@ -214,6 +241,7 @@ impl Holder {
         match self {
             Holder::ProtectedMemory(secret) => Some(secret.protections()),
             Holder::Memguard(secret) => Some(secret.protections()),
+            Holder::Sealed(secret) => Some(secret.protections()),
             Holder::Region { .. } | Holder::LockedBuffer(_) => None,
         }
     }

@@ -13,6 +13,10 @@ fn securememory(args: &[&str]) -> Output {
         .expect("the securememory binary runs")
 }
 
+/// Sealed secrets the doctor's sealed capacity check holds in these tests: its default of 100,000 takes
+/// minutes in a debug build, whose AES-256-GCM is unoptimised.
+const SEALED_CHECK: &str = "2000";
+
 fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -25,7 +29,14 @@ fn stdout_json(out: &Output) -> Value {
 
 #[test]
 fn doctor_json_reports_host_facts_capacity_and_passing_proofs() {
-    let out = securememory(&["doctor", "--json", "--size", "64"]);
+    let out = securememory(&[
+        "doctor",
+        "--json",
+        "--size",
+        "64",
+        "--sealed-check",
+        SEALED_CHECK,
+    ]);
     let report = stdout_json(&out);
     assert_eq!(report["secret_size"], 64);
 
@@ -64,6 +75,18 @@ fn doctor_json_reports_host_facts_capacity_and_passing_proofs() {
     assert!(!capacity.is_empty());
     let page = memcall::page_size() as u64;
     for c in capacity {
+        if c["flavour"] == "sealed" {
+            assert_eq!(c["locked_bytes_per_secret"], 0, "{c}");
+            let m = &c["measured"];
+            assert_eq!(m["count"], 2000, "{c}");
+            assert_eq!(m["stopped_by"], "cap", "{c}");
+            assert_eq!(m["read_back"]["exact"], m["read_back"]["checked"], "{c}");
+            assert_eq!(
+                m["span"]["first"]["locked_bytes"], m["span"]["last"]["locked_bytes"],
+                "{c}"
+            );
+            continue;
+        }
         assert_eq!(
             c["locked_bytes_per_secret"], page,
             "64 bytes round up to one page: {c}"
@@ -88,6 +111,15 @@ fn doctor_json_reports_host_facts_capacity_and_passing_proofs() {
     assert!(
         capacity.iter().any(|c| !c["measured"].is_null()),
         "some flavour was measured"
+    );
+    let flavours: Vec<&str> = capacity
+        .iter()
+        .filter_map(|c| c["flavour"].as_str())
+        .collect();
+    assert_eq!(
+        flavours,
+        ["memcall-region", "protected-memory", "memguard", "sealed"],
+        "every flavour's capacity"
     );
 
     let proofs = report["proofs"].as_array().expect("proofs is a list");
@@ -135,7 +167,14 @@ fn securememory_unprivileged(args: &[&str]) -> Output {
 
 #[test]
 fn doctor_fails_naming_the_memlock_check_when_too_many_secrets_are_expected() {
-    let out = securememory_unprivileged(&["doctor", "--json", "--expect", "1000000"]);
+    let out = securememory_unprivileged(&[
+        "doctor",
+        "--json",
+        "--expect",
+        "1000000",
+        "--sealed-check",
+        SEALED_CHECK,
+    ]);
     let report = stdout_json(&out);
     assert_eq!(report["host"]["memlock"]["cap_ipc_lock"], false);
     if report["host"]["memlock"]["soft_bytes"].is_null() {
@@ -163,6 +202,15 @@ fn doctor_fails_naming_the_memlock_check_when_too_many_secrets_are_expected() {
         fix.contains("ulimit -l") && fix.contains("LimitMEMLOCK") && fix.contains("IPC_LOCK"),
         "{fix}"
     );
+    // The sealed flavour held its secrets without locked memory, so the advice names it.
+    let sealed = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "capacity (sealed)")
+        .expect("a sealed capacity check");
+    assert_ne!(sealed["status"], "fail", "{sealed}");
+    assert!(fix.contains("SealedSecretFactory"), "{fix}");
 }
 
 #[test]
@@ -178,6 +226,25 @@ fn bench_quick_json_prints_one_object_per_case() {
         rows.len() >= 10,
         "the whole benchmark set is listed:\n{text}"
     );
+    // The memory row has a figure in bytes, not nanoseconds.
+    let (memory, rows): (Vec<Value>, Vec<Value>) = rows
+        .into_iter()
+        .partition(|r| r.get("bytes_per_secret").is_some());
+    assert_eq!(memory.len(), 1, "one memory row:\n{text}");
+    assert_eq!(memory[0]["name"], "sealed/memory_per_secret");
+    assert_eq!(
+        memory[0]["count"], 20_000,
+        "--quick holds 20,000: {}",
+        memory[0]
+    );
+    assert!(
+        memory[0]["bytes_per_secret"]
+            .as_f64()
+            .is_some_and(|b| b > 0.0),
+        "{}",
+        memory[0]
+    );
+    assert_eq!(memory[0]["locked_growth_bytes"], 0, "{}", memory[0]);
     let mut measured = 0;
     for row in &rows {
         for key in ["name", "ns_per_op", "baseline", "baseline_ns", "ratio"] {
@@ -221,6 +288,12 @@ fn bench_quick_json_prints_one_object_per_case() {
         "locked_buffer/new_destroy",
         "enclave/seal_open",
         "stream/1_MiB_write_read",
+        "with_bytes/sealed",
+        "new_close/sealed",
+        "create_random_close/sealed",
+        "with_bytes/sealed/2_threads",
+        "with_bytes/sealed/1_MiB",
+        "aead/aes256gcm_open_1_MiB",
     ] {
         assert!(names.contains(&case), "{case} missing from {names:?}");
     }
@@ -244,7 +317,7 @@ fn help_and_version_work_and_bad_sizes_are_refused() {
 #[test]
 fn doctor_text_fits_100_columns_unless_wide_and_json_checks_name_their_scenario() {
     let narrow = Command::new(env!("CARGO_BIN_EXE_securememory"))
-        .args(["doctor"])
+        .args(["doctor", "--sealed-check", SEALED_CHECK])
         .env("COLUMNS", "100")
         .output()
         .unwrap();
@@ -253,7 +326,7 @@ fn doctor_text_fits_100_columns_unless_wide_and_json_checks_name_their_scenario(
     for line in text.lines() {
         assert!(line.chars().count() <= 100, "{line:?}");
     }
-    let wide = securememory(&["doctor", "--wide"]);
+    let wide = securememory(&["doctor", "--wide", "--sealed-check", SEALED_CHECK]);
     let wide_text = String::from_utf8_lossy(&wide.stdout);
     assert!(
         wide_text.lines().any(|l| l.chars().count() > 100),
@@ -261,7 +334,12 @@ fn doctor_text_fits_100_columns_unless_wide_and_json_checks_name_their_scenario(
     );
     assert_eq!(narrow.status.code(), wide.status.code());
 
-    let report = stdout_json(&securememory(&["doctor", "--json"]));
+    let report = stdout_json(&securememory(&[
+        "doctor",
+        "--json",
+        "--sealed-check",
+        SEALED_CHECK,
+    ]));
     let registry = ["probe", "fill", "fault", "fork", "core"];
     for check in report["checks"].as_array().expect("checks") {
         match &check["scenario"] {
@@ -310,9 +388,10 @@ fn doctor_leaves_no_core_file_in_the_working_directory() {
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
-        "ulimit -c unlimited 2>/dev/null; exec \"$0\" doctor --json",
+        "ulimit -c unlimited 2>/dev/null; exec \"$0\" doctor --json --sealed-check \"$1\"",
     ])
     .arg(env!("CARGO_BIN_EXE_securememory"))
+    .arg(SEALED_CHECK)
     .current_dir(&dir)
     .env("SECUREMEMORY_KEEP_CORE_DUMPS", "1");
     let out = cmd.output().expect("the securememory binary runs");

@@ -1,6 +1,6 @@
 //! The benchmark set of the speed goals: each case with the baseline it is divided by and its goal.
 
-use super::floor::{AeadSealOpen, FloorPair, Getrandom32};
+use super::floor::{AeadSealOpen, AesGcmOpen, FloorPair, Getrandom32};
 use super::library;
 use super::secret_memory;
 use super::stats::Workload;
@@ -23,6 +23,9 @@ pub enum Baseline {
     FloorPlusAead32,
     /// AEAD seal and open of 1 MiB in memguard's stream chunk size: the floor under a stream.
     AeadStream1MiB,
+    /// A protected-memory 1 MiB `with_bytes` plus an AES-256-GCM open of 1 MiB: the floor under a 1 MiB
+    /// sealed secret's access (page protection of the plaintext, and decrypting it).
+    Protected1MiBPlusAesOpen,
     /// Another workload (for example the one-thread figure for the two-thread case).
     Workload(&'static str, Make),
 }
@@ -35,6 +38,7 @@ impl Baseline {
             Baseline::FloorPlusGetrandom => "floor+getrandom32",
             Baseline::FloorPlusAead32 => "floor+aead32",
             Baseline::AeadStream1MiB => "aead_1_MiB_in_chunks",
+            Baseline::Protected1MiBPlusAesOpen => "with_bytes/1_MiB+aes256gcm_open_1_MiB",
             Baseline::Workload(name, _) => name,
         }
     }
@@ -55,6 +59,9 @@ impl Baseline {
                 MIB,
                 memguard::stream_chunk_size(),
             ))],
+            Baseline::Protected1MiBPlusAesOpen => {
+                vec![library::with_bytes_1mib()?, Box::new(AesGcmOpen::new(MIB)?)]
+            }
             Baseline::Workload(_, make) => vec![make()?],
         })
     }
@@ -239,6 +246,51 @@ pub fn all() -> Vec<Case> {
             Goal::Ratio(1.5),
             secret_memory::new_close_memguard,
         ),
+        case(
+            "with_bytes/sealed",
+            Baseline::Workload("with_bytes/protected_memory", library::with_bytes_protected),
+            Goal::Ratio(1.5),
+            library::with_bytes_sealed,
+        ),
+        case(
+            "new_close/sealed",
+            Baseline::Workload("new_close/protected_memory", library::new_close_protected),
+            Goal::Ratio(0.5),
+            library::new_close_sealed,
+        ),
+        case(
+            "create_random_close/sealed",
+            Baseline::Workload(
+                "create_random_close/protected_memory",
+                library::create_random_close_protected,
+            ),
+            Goal::Ratio(0.75),
+            library::create_random_close_sealed,
+        ),
+        case(
+            "with_bytes/sealed/2_threads",
+            Baseline::Workload("with_bytes/sealed", library::with_bytes_sealed),
+            Goal::Ratio(0.5),
+            library::with_bytes_sealed_two_threads,
+        ),
+        Case {
+            max_iters: 10_000,
+            ..case(
+                "with_bytes/sealed/1_MiB",
+                Baseline::Protected1MiBPlusAesOpen,
+                Goal::Ratio(1.3),
+                library::with_bytes_sealed_1mib,
+            )
+        },
+        Case {
+            max_iters: 10_000,
+            ..case(
+                "aead/aes256gcm_open_1_MiB",
+                Baseline::Floor256,
+                Goal::Reference,
+                || Ok(Box::new(AesGcmOpen::new(MIB)?)),
+            )
+        },
         case(
             "memcall/region_alloc_lock_free",
             Baseline::Floor,

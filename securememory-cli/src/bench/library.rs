@@ -6,6 +6,7 @@ use std::io::Read;
 
 use memcall::Region;
 use memguard::{Enclave, LockedBuffer};
+use securememory::sealed::SealedSecretFactory;
 use securememory::stream::SecretStream;
 use securememory::{
     MemguardSecretFactory, ProtectedMemorySecretFactory, Secret, SecretExtensions, SecretFactory,
@@ -47,11 +48,30 @@ pub fn with_bytes_1mib() -> Built {
     with_bytes(ProtectedMemorySecretFactory::new(), MIB)
 }
 
+pub fn with_bytes_sealed() -> Built {
+    with_bytes(SealedSecretFactory::new(), SECRET_LEN)
+}
+
+/// A 1 MiB sealed secret: every access decrypts (and authenticates) the whole MiB into scratch pages.
+pub fn with_bytes_sealed_1mib() -> Built {
+    with_bytes(SealedSecretFactory::new(), MIB)
+}
+
 /// Two threads accessing one secret; the batch's ns/op is wall time over the operations of both.
 pub fn with_bytes_two_threads() -> Built {
-    let secret = ProtectedMemorySecretFactory::new()
-        .create_random(SECRET_LEN)
-        .map_err(text)?;
+    two_threads(ProtectedMemorySecretFactory::new())
+}
+
+/// As [`with_bytes_two_threads`] on one sealed secret.
+pub fn with_bytes_sealed_two_threads() -> Built {
+    two_threads(SealedSecretFactory::new())
+}
+
+fn two_threads<F: SecretFactory>(factory: F) -> Built
+where
+    F::Secret: Sync + 'static,
+{
+    let secret = factory.create_random(SECRET_LEN).map_err(text)?;
     Ok(Box::new(move |iters: u64| {
         let half = iters / 2;
         std::thread::scope(|s| {
@@ -106,6 +126,14 @@ pub fn create_random_close_protected() -> Built {
 
 pub fn create_random_close_memguard() -> Built {
     create_random_close(MemguardSecretFactory::new())
+}
+
+pub fn new_close_sealed() -> Built {
+    new_close(SealedSecretFactory::new())
+}
+
+pub fn create_random_close_sealed() -> Built {
+    create_random_close(SealedSecretFactory::new())
 }
 
 pub fn buffer_new_destroy() -> Built {

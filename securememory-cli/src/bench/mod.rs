@@ -3,6 +3,7 @@
 mod cases;
 mod floor;
 mod library;
+mod memory;
 mod secret_memory;
 pub mod stats;
 
@@ -208,18 +209,50 @@ pub fn run(args: &BenchArgs) -> i32 {
         }
         rows.push(row);
     }
+    let memory_row = args
+        .filter
+        .as_deref()
+        .is_none_or(|f| memory::NAME.contains(f))
+        .then(|| {
+            let count = if args.quick {
+                memory::QUICK_COUNT
+            } else {
+                memory::COUNT
+            };
+            progress.step(&format!(
+                "bench: {} ({count} live sealed secrets in a child)",
+                memory::NAME,
+            ));
+            memory::measure(count)
+        });
     progress.done();
-    if !args.json {
-        print_table(&rows);
-        println!(
-            "\nmedian of {} repetitions of ~{} ms each, baselines re-measured between repetitions of every case; \
-             {:.1} s in all",
-            plan.reps,
-            plan.batch.as_millis(),
-            started.elapsed().as_secs_f64()
-        );
+    if args.json {
+        if let Some(m) = &memory_row {
+            match serde_json::to_string(m) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("securememory bench: cannot encode {}: {e}", m.name),
+            }
+        }
     }
-    let missed = missed_goals(&rows);
+    if !args.json {
+        if !rows.is_empty() {
+            print_table(&rows);
+            println!(
+                "\nmedian of {} repetitions of ~{} ms each, baselines re-measured between repetitions of every \
+                 case",
+                plan.reps,
+                plan.batch.as_millis(),
+            );
+        }
+        if let Some(m) = &memory_row {
+            println!("\n{}", memory::line(m));
+        }
+        println!("{:.1} s in all", started.elapsed().as_secs_f64());
+    }
+    let mut missed = missed_goals(&rows);
+    if memory_row.as_ref().is_some_and(|m| m.pass != Some(true)) {
+        missed.push(memory::NAME);
+    }
     if args.check && !missed.is_empty() {
         eprintln!(
             "securememory bench --check: {} goal(s) missed: {}",

@@ -10,6 +10,16 @@ use proofs::{Flavour, Launcher};
 /// When nothing limits locking, the measuring child stops after this many locked bytes.
 const UNBOUNDED_CAP_BYTES: u64 = 64 << 20;
 
+/// Live sealed secrets the measuring child holds at least (fewer only when they would not fit in
+/// [`SEALED_MEMORY_BUDGET`]), and at most when `--expect` asks for more.
+pub const SEALED_LIVE_CHECK: u64 = 100_000;
+const SEALED_MAX: u64 = 1_000_000;
+/// Ordinary memory the sealed child may use, estimated at the secret's size plus [`SEALED_OVERHEAD`] each.
+const SEALED_MEMORY_BUDGET: u64 = 1 << 30;
+const SEALED_OVERHEAD: u64 = 256;
+/// Sealed secrets read back after filling.
+const SEALED_READ_BACK: u64 = 1_000;
+
 #[derive(Debug, Serialize)]
 pub struct Capacity {
     pub flavour: &'static str,
@@ -34,6 +44,47 @@ fn per_secret(flavour: Flavour, size: u64) -> (u64, u64) {
         // Guard pages are mapped no-access and never locked.
         Flavour::Memguard | Flavour::LockedBuffer => (inner, inner + 2 * page),
         Flavour::Region | Flavour::ProtectedMemory => (inner, inner),
+        // Ciphertext in ordinary memory; locked scratch pages only while a closure runs.
+        Flavour::Sealed => (0, 0),
+    }
+}
+
+/// How many sealed secrets of `size` bytes the live check holds for a service that needs `expect`, unless
+/// `asked` (`--sealed-check`) says.
+pub fn sealed_count(size: u64, expect: u64, asked: Option<u64>) -> u64 {
+    if let Some(n) = asked {
+        return n;
+    }
+    let by_memory = SEALED_MEMORY_BUDGET / size.saturating_add(SEALED_OVERHEAD);
+    expect
+        .clamp(SEALED_LIVE_CHECK, SEALED_MAX)
+        .min(by_memory)
+        .max(1)
+}
+
+/// Sealed secrets are not bounded by the locked-memory limit: a child without `CAP_IPC_LOCK` holds `count`
+/// of them ([`sealed_count`]), reads a sample back and reports `VmLck` and mappings from the first to the
+/// last.
+pub fn sealed(launcher: &Launcher, size: u64, count: u64, memlock: &MemlockFacts) -> Capacity {
+    let params = FillParams {
+        flavour: Flavour::Sealed,
+        size: usize::try_from(size).unwrap_or(usize::MAX),
+        cap: count,
+        drop_ipc_lock: memlock.cap_ipc_lock == Some(true),
+        read_back: SEALED_READ_BACK.min(count),
+    };
+    let (measured, not_measured) = match fill::measure(launcher, params) {
+        Ok(m) => (Some(m), None),
+        Err(why) => (None, Some(why)),
+    };
+    Capacity {
+        flavour: Flavour::Sealed.name(),
+        scenario: fill::SCENARIO.name,
+        locked_bytes_per_secret: 0,
+        mapped_bytes_per_secret: 0,
+        by_arithmetic: None,
+        measured,
+        not_measured,
     }
 }
 
@@ -59,6 +110,7 @@ pub fn capacity(
         size: usize::try_from(size).unwrap_or(usize::MAX),
         cap,
         drop_ipc_lock: memlock.cap_ipc_lock == Some(true),
+        read_back: 0,
     };
     let (measured, not_measured) = match fill::measure(launcher, params) {
         Ok(m) => (Some(m), None),

@@ -59,7 +59,129 @@ fn memlock_fix(needed_bytes: u64) -> String {
     )
 }
 
-fn capacity_check(c: &Capacity, memlock: &MemlockFacts, expect: u64) -> Check {
+/// Most mappings the sealed child's heap may add while filling for the mapping count to count as flat (the
+/// allocator can add an arena or move a large block; a page-backed flavour adds one or three per secret).
+const SEALED_MAPPING_SLACK: i64 = 8;
+
+/// The advice that names the sealed flavour, when the page-backed flavours do not fit: `None` when the
+/// sealed check failed on this host.
+fn sealed_advice(sealed: Option<&Capacity>, expect: u64) -> Option<String> {
+    let count = sealed?.measured.as_ref()?.count;
+    Some(format!(
+        "or keep the secrets sealed (`securememory::sealed::SealedSecretFactory`): they are encrypted at rest \
+         and cost no locked memory per secret ({count} held here without CAP_IPC_LOCK, VmLck flat; see \
+         \"capacity (sealed)\"){}",
+        if count < expect {
+            format!("; {expect} of them need ordinary memory only")
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// The sealed flavour's live check: every secret held, the sample read back exactly, `VmLck` and mappings
+/// flat from the first secret to the last.
+fn sealed_check(c: &Capacity, expect: u64) -> Check {
+    let check = format!("capacity ({})", c.flavour);
+    let (status, detail) = match (&c.measured, &c.not_measured) {
+        (Some(m), _) => sealed_verdict(m, expect),
+        (None, why) => (
+            Status::Fail,
+            format!(
+                "could not measure: {}",
+                why.as_deref().unwrap_or("no report")
+            ),
+        ),
+    };
+    Check {
+        check,
+        scenario: Some(c.scenario),
+        status,
+        detail,
+        fix: (status != Status::Pass).then(|| {
+            "sealed secrets need one locked page for the key and locked scratch pages while closures run: \
+             see the memlock capacity rows"
+                .to_owned()
+        }),
+    }
+}
+
+fn sealed_verdict(m: &proofs::scenarios::fill::Measured, expect: u64) -> (Status, String) {
+    let privilege = if m.ipc_lock_dropped {
+        "CAP_IPC_LOCK dropped"
+    } else {
+        "without CAP_IPC_LOCK"
+    };
+    if m.stopped_by != "cap" {
+        return (
+            Status::Fail,
+            format!(
+                "stopped after {} secrets ({privilege}): {}",
+                m.count,
+                m.error.as_deref().unwrap_or(&m.stopped_by)
+            ),
+        );
+    }
+    let Some(span) = &m.span else {
+        return (
+            Status::Fail,
+            format!("{} secrets held, but no footprint was read", m.count),
+        );
+    };
+    let read = match &m.read_back {
+        Some(r) if r.all_exact() => format!("{} read back exactly", r.checked),
+        Some(r) => {
+            return (
+                Status::Fail,
+                format!(
+                    "{} of {} read back exactly: {}",
+                    r.exact,
+                    r.checked,
+                    r.first_problem.as_deref().unwrap_or("-")
+                ),
+            )
+        }
+        None => return (Status::Fail, "nothing was read back".to_owned()),
+    };
+    let rss = span
+        .resident_per_secret()
+        .map_or(String::new(), |b| format!(", {b:.0} B resident each"));
+    let detail = format!(
+        "{} secrets live ({privilege}), {read}; from 1 to {}: VmLck {:+} B, mappings {:+}{rss}",
+        m.count,
+        span.to,
+        span.locked_growth(),
+        span.mapping_growth()
+    );
+    if span.locked_growth() != 0 || span.mapping_growth() > SEALED_MAPPING_SLACK {
+        return (
+            Status::Fail,
+            format!("{detail}: not flat (each secret must cost no locked memory and no mapping)"),
+        );
+    }
+    if m.count < expect {
+        let need = span.resident_per_secret().map_or(String::new(), |b| {
+            format!(
+                " (about {} at the measured cost)",
+                crate::report::bytes(Some((b.max(0.0) * expect as f64) as u64))
+            )
+        });
+        return (
+            Status::Warn,
+            format!(
+                "{detail}; {expect} needed: not checked live, ordinary memory bounds them{need}"
+            ),
+        );
+    }
+    (Status::Pass, detail)
+}
+
+fn capacity_check(
+    c: &Capacity,
+    memlock: &MemlockFacts,
+    expect: u64,
+    sealed: Option<&Capacity>,
+) -> Check {
     let check = format!("memlock capacity ({})", c.flavour);
     let needed = expect.saturating_mul(c.locked_bytes_per_secret);
     let measured = c.measured.as_ref();
@@ -99,7 +221,14 @@ fn capacity_check(c: &Capacity, memlock: &MemlockFacts, expect: u64) -> Check {
             ),
         }
     };
-    let fix = (status != Status::Pass).then(|| memlock_fix(needed));
+    let fix = (status != Status::Pass).then(|| {
+        let mut fix = memlock_fix(needed);
+        if let Some(advice) = sealed_advice(sealed, expect) {
+            fix.push_str("; ");
+            fix.push_str(&advice);
+        }
+        fix
+    });
     Check {
         check,
         scenario: Some(c.scenario),
@@ -152,9 +281,21 @@ fn soft_below_hard(memlock: &MemlockFacts) -> Option<Check> {
 }
 
 fn checks(host: &HostFacts, caps: &[Capacity], proofs: &[Verdict], expect: u64) -> Vec<Check> {
+    let sealed = caps.iter().find(|c| c.flavour == Flavour::Sealed.name());
+    // Passed, or warned only because fewer were held live than --expect.
+    let sealed_ok = sealed
+        .map(|c| sealed_check(c, expect))
+        .filter(|check| check.status != Status::Fail)
+        .and(sealed);
     let mut out: Vec<Check> = caps
         .iter()
-        .map(|c| capacity_check(c, &host.memlock, expect))
+        .map(|c| {
+            if c.flavour == Flavour::Sealed.name() {
+                sealed_check(c, expect)
+            } else {
+                capacity_check(c, &host.memlock, expect, sealed_ok)
+            }
+        })
         .collect();
     out.extend(soft_below_hard(&host.memlock));
     let p = &host.protections;
@@ -250,13 +391,23 @@ pub fn run(args: &DoctorArgs) -> i32 {
     progress.step("doctor: reading host facts and probing protections");
     let host = host::gather(&launcher);
     let mut capacity = Vec::new();
-    for f in Flavour::ALL {
-        progress.step(&format!(
-            "doctor: counting how many {}-byte {} secrets fit",
-            args.size,
-            f.name()
-        ));
-        capacity.push(capacity::capacity(&launcher, f, args.size, &host.memlock));
+    for f in Flavour::CAPACITY {
+        if f.page_backed() {
+            progress.step(&format!(
+                "doctor: counting how many {}-byte {} secrets fit",
+                args.size,
+                f.name()
+            ));
+            capacity.push(capacity::capacity(&launcher, f, args.size, &host.memlock));
+        } else {
+            let count = capacity::sealed_count(args.size, args.expect, args.sealed_check);
+            progress.step(&format!(
+                "doctor: holding {count} {}-byte {} secrets without CAP_IPC_LOCK",
+                args.size,
+                f.name()
+            ));
+            capacity.push(capacity::sealed(&launcher, args.size, count, &host.memlock));
+        }
     }
     let mut proofs = Vec::new();
     for flavour in Flavour::ALL {

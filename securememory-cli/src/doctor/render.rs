@@ -92,7 +92,7 @@ fn host_section(r: &DoctorReport, max: Option<usize>, out: &mut String) {
 fn capacity_section(r: &DoctorReport, max: Option<usize>, out: &mut String) {
     let _ = writeln!(
         out,
-        "\nHow many {}-byte secrets fit under the locked-memory limit",
+        "\nHow many {}-byte secrets fit under the locked-memory limit (sealed ones cost none)",
         r.secret_size
     );
     let mut t = Table::new(&[
@@ -104,7 +104,9 @@ fn capacity_section(r: &DoctorReport, max: Option<usize>, out: &mut String) {
         "measured cost of one more; how measured",
     ]);
     for c in &r.capacity {
+        let sealed = c.flavour == proofs::Flavour::Sealed.name();
         let (measured, how) = match (&c.measured, &c.not_measured) {
+            (Some(m), _) if sealed => (m.count.to_string(), sealed_how(m)),
             (Some(m), _) => (
                 m.count.to_string(),
                 format!(
@@ -131,21 +133,57 @@ fn capacity_section(r: &DoctorReport, max: Option<usize>, out: &mut String) {
             c.by_arithmetic
                 .map_or("unbounded".to_owned(), |n| n.to_string()),
             measured,
-            format!(
-                "{}; {how}",
-                c.measured
-                    .as_ref()
-                    .and_then(|m| m.marginal.as_ref())
-                    .map_or("-".to_owned(), |g| {
-                        format!(
-                            "{:.0} B locked, {:.0} B mapped, {:.2} mappings",
-                            g.locked_bytes, g.mapped_bytes, g.mappings
-                        )
-                    })
-            ),
+            if sealed {
+                // The footprint from the first secret to the last is in `how`.
+                how
+            } else {
+                format!(
+                    "{}; {how}",
+                    c.measured
+                        .as_ref()
+                        .and_then(|m| m.marginal.as_ref())
+                        .map_or("-".to_owned(), |g| {
+                            format!(
+                                "{:.0} B locked, {:.0} B mapped, {:.2} mappings",
+                                g.locked_bytes, g.mapped_bytes, g.mappings
+                            )
+                        })
+                )
+            },
         ]);
     }
     out.push_str(&t.render_within(max));
+}
+
+/// How the sealed flavour's count was measured: held to the target, read back, and the footprint from the
+/// first secret to the last.
+fn sealed_how(m: &proofs::scenarios::fill::Measured) -> String {
+    let mut how = format!(
+        "child held {} (the target; memlock does not bound them){}",
+        m.count,
+        if m.ipc_lock_dropped {
+            ", CAP_IPC_LOCK dropped"
+        } else {
+            ""
+        }
+    );
+    if let Some(r) = &m.read_back {
+        let _ = write!(how, ", read {} of {} back exactly", r.exact, r.checked);
+    }
+    if let Some(span) = &m.span {
+        let _ = write!(
+            how,
+            "; from 1 to {}: VmLck {:+} B, mappings {:+}",
+            span.to,
+            span.locked_growth(),
+            span.mapping_growth()
+        );
+        if let Some(b) = span.resident_per_secret() {
+            let _ = write!(how, ", {b:.0} B resident each");
+        }
+    }
+    let _ = write!(how, "; in {} ms", m.elapsed_ms);
+    how
 }
 
 fn checks_section(r: &DoctorReport, max: Option<usize>, out: &mut String) {
