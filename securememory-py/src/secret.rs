@@ -8,7 +8,7 @@ use securememory::SecretExtensions;
 
 use crate::errors::{self, Result};
 use crate::reader::RawSecretReader;
-use crate::view;
+use crate::{gil, view};
 
 /// Bytes kept in locked, never-dumped memory that is readable only inside `with_bytes`.
 #[pyclass(frozen, module = "securememory", name = "Secret")]
@@ -97,25 +97,30 @@ impl Secret {
         let epoch = memcall::fork_epoch();
         let mut raised: Option<PyErr> = None;
         let mut escaped: Option<(view::Escaped, securememory::Quarantine)> = None;
-        // The GIL is released while waiting to enter the access window (another thread may be closing the
-        // secret or inside its own window) and taken again only to run the callback.
-        let outcome = py.detach(|| {
-            self.inner.with_bytes(|bytes| {
-                Python::attach(|py| {
-                    let called = view::call_with_view(py, func.bind(py), bytes)?;
-                    if let Some(views) = called.escaped {
-                        // Quarantined while the window is still open, so that a `close` waiting for it cannot
-                        // hand the pages to another secret first.
-                        escaped = Some((views, py.detach(|| self.inner.quarantine())));
-                    }
-                    called.result
-                })
-                .map_err(|error| {
-                    raised = Some(error);
-                    securememory::Error::action(CallbackRaised)
-                })
+        let inner = self.inner.as_ref();
+        let mut access = |py: Python<'_>, bytes: &[u8]| {
+            let called = view::call_with_view(py, func.bind(py), bytes).and_then(|called| {
+                if let Some(views) = called.escaped {
+                    // Quarantined while the window is still open, so that a `close` waiting for it cannot hand
+                    // the pages to another secret first.
+                    escaped = Some((views, py.detach(|| inner.quarantine())));
+                }
+                called.result
+            });
+            called.map_err(|error| {
+                raised = Some(error);
+                securememory::Error::action(CallbackRaised)
             })
-        });
+        };
+        // With other Python threads running, the GIL is released while entering and leaving the access window
+        // (protection changes, or waiting for another thread's) and taken again only to run the callback, so
+        // those threads run meanwhile and may share the window. Alone, it is kept: entering and leaving never
+        // wait for Python code (see `gil`), and giving it up would cost as much as the rest of the call.
+        let outcome = if gil::shared(py) {
+            py.detach(|| inner.with_bytes(|bytes| Python::attach(|py| access(py, bytes))))
+        } else {
+            inner.with_bytes(|bytes| access(py, bytes))
+        };
         let result = match (outcome, raised) {
             (Ok(value), _) => Ok(value),
             (Err(securememory::Error::Action(_)), Some(callback_error)) => Err(callback_error),
