@@ -1,12 +1,12 @@
-//! When to give up the GIL around the Rust work of a call (allocating, entering and leaving an access window).
+//! When to give up the GIL around the Rust work of a call (allocating a secret, closing one).
 //!
-//! Releasing and re-taking the GIL costs about as much as the rest of a `with_bytes` call, and it only helps when
-//! another Python thread is there to run meanwhile. So the binding releases it only when the interpreter runs
-//! other threads (`_thread._count()`, the threads started by `_thread`/`threading` that are still running,
-//! besides the main thread). Correctness never depends on this choice: what runs without releasing it never
-//! waits for Python code (entering or leaving a window waits at most for another thread's protection change, and
-//! allocation for the page cache), while waits that can last as long as Python code does (`close` waiting for
-//! callbacks) always release it.
+//! Releasing and re-taking the GIL costs a good part of such a call, and it only helps when another Python
+//! thread is there to run meanwhile. So the binding releases it only when the interpreter runs other threads
+//! (`_thread._count()`: the threads started by `_thread`/`threading` that are still running, besides the main
+//! thread). Correctness never depends on this choice: what may run without releasing it never waits for Python
+//! code (allocation waits at most for the page cache, entering or leaving an access window for another thread's
+//! protection change), while waits that can last as long as Python code does (`close` waiting for callbacks)
+//! always release it. `with_bytes` keeps the GIL in every case (see `Secret::with_bytes`).
 
 use pyo3::marker::Ungil;
 use pyo3::prelude::*;
