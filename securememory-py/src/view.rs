@@ -287,13 +287,12 @@ impl<'py> Window<'py> {
                 let _ = call(collect, &PyTuple::empty(py));
             }
         }
-        let mut escaped = self.candidates(py);
+        let escaped = self.candidates(py);
         if escaped.is_empty() {
-            // Nothing else refers to the view: releasing it cannot fail for want of an export, but stay strict.
-            if release(&self.view).is_ok() {
-                return None;
-            }
-            escaped.push((self.view.clone(), "the memoryview passed to the callback"));
+            // Nothing else refers to the view (an export holds a reference too) and no view derived from it is
+            // alive: this window holds the last reference, and dropping it, when this function returns,
+            // deallocates the view, which releases it. Nothing can observe it in between.
+            return None;
         }
         let returned = result.as_ref().ok();
         let mut descriptions = Vec::with_capacity(escaped.len());

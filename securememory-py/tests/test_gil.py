@@ -1,8 +1,8 @@
 """The GIL is kept where the binding cannot wait for Python code, and released where it could.
 
-The binding keeps the GIL when it sees no other Python thread (`_thread._count() == 0`). A thread the interpreter
-did not start (a C library's thread calling into Python through ctypes or an extension's callback) is not
-counted, so these tests use one, and run in a child process with a timeout: a deadlock fails, never hangs.
+The binding keeps the GIL when it sees no other Python thread (one entry in `threading._active`). A thread the
+interpreter did not start (a C library's thread calling into Python through ctypes or an extension's callback)
+is not registered there, so these tests use one, and run in a child process with a timeout: a deadlock fails, never hangs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ FACTORY_NAMES = ["ProtectedMemorySecretFactory", "MemguardSecretFactory"]
 
 FOREIGN_THREAD = textwrap.dedent(
     """
-    import _thread, ctypes, sys, time
+    import ctypes, sys, threading, time
     import securememory
 
     secret = securememory.{factory}().create_random(32)
@@ -45,7 +45,7 @@ FOREIGN_THREAD = textwrap.dedent(
     assert libc.pthread_create(ctypes.byref(thread), None, foreign, None) == 0
     while not state["inside"]:
         time.sleep(0.01)
-    assert _thread._count() == 0, _thread._count()  # the binding sees no other Python thread
+    assert len(threading._active) == 1, threading._active  # the binding sees no other Python thread
     {action}
     assert libc.pthread_join(thread.value, None) == 0
     assert state["seen"] is not None and len(state["seen"]) == 32

@@ -252,7 +252,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "no Rust baseline: the securememory command-line tool was not found (pass --cli PATH, set "
             "SECUREMEMORY_CLI, or put it on PATH; build it with `cargo build --release -p securememory-cli`)"
         )
-    runs = {case.name: case.make() for case in selected}
+    runs: dict[str, Run] = {}
+    for case in list(selected):
+        try:
+            runs[case.name] = case.make()
+        except OSError as error:
+            print(f"{case.name}: cannot run here ({error})")
+            selected.remove(case)
     for case in selected:
         case.iters = _calibrate(runs[case.name], batch_ms * case.batch_scale * 1e6, 1 if args.smoke else 100)
     started = time.monotonic()
