@@ -34,7 +34,7 @@ pub(crate) fn init(py: Python<'_>) {
 pub(crate) fn shared(py: Python<'_>) -> bool {
     THREADS
         .get(py)
-        .map_or(true, |threads| threads.bind(py).len() > 1)
+        .is_none_or(|threads| threads.bind(py).len() > 1)
 }
 
 /// Runs `work` with the GIL released when other Python threads may run, and holding it otherwise.
