@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -79,3 +80,41 @@ def test_a_callback_in_a_thread_python_did_not_start_never_deadlocks(
         pytest.fail(f"{action} deadlocked against a callback in a foreign thread")
     assert child.returncode == 0, child.stdout + child.stderr
     assert child.stdout.splitlines() == ["ok"], child.stdout + child.stderr
+
+
+@pytest.fixture(params=[False, True], ids=["alone", "with-another-thread"])
+def other_thread(request):
+    """Runs the test with no other Python thread, or with one alive (waiting): the binding then releases the GIL
+    around allocation and closing."""
+    if not request.param:
+        if len(threading._active) != 1:  # type: ignore[attr-defined]
+            pytest.skip("another test left a thread running")
+        yield
+        return
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_new_copies_and_wipes_every_kind_of_source(factory, other_thread) -> None:
+    key = bytes(range(1, 33))
+    source = bytearray(key)
+    with factory.new(source) as secret:
+        assert secret.with_bytes(bytes) == key
+    assert source == bytearray(32)
+    source.extend(b"more")  # no export is left behind: the array can be resized again
+    assert len(source) == 36
+    with factory.new(key) as secret:  # bytes cannot be wiped: copied, the copy wiped
+        assert secret.with_bytes(bytes) == key
+    view_source = bytearray(key)
+    with factory.new(memoryview(view_source)[:16]) as secret:
+        assert secret.with_bytes(bytes) == key[:16]
+    assert view_source == bytearray(16) + bytearray(key[16:])
+    with factory.create_random(48) as secret:
+        assert len(secret.with_bytes(bytes)) == 48
+    assert secret.closed
