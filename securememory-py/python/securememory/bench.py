@@ -51,6 +51,7 @@ class Case:
     batch_scale: float = 1.0
     iters: int = 0
     samples: list[float] = field(default_factory=list)
+    cpu_samples: list[float] = field(default_factory=list)
 
     def goal(self) -> str:
         if self.allowance_ns is not None:
@@ -180,18 +181,21 @@ def cases() -> list[Case]:
     return result
 
 
-def _time(run: Run, iters: int) -> float:
-    """Nanoseconds per operation of one batch."""
+def _time(run: Run, iters: int) -> tuple[float, float]:
+    """Nanoseconds per operation of one batch: wall clock, and CPU time of the process (all its threads), which
+    leaves out time spent preempted by other work on a shared machine."""
+    cpu = time.process_time_ns()
     start = time.perf_counter_ns()
     ran = run(iters)
-    return (time.perf_counter_ns() - start) / ran
+    wall = time.perf_counter_ns() - start
+    return wall / ran, (time.process_time_ns() - cpu) / ran
 
 
 def _calibrate(run: Run, batch_ns: float, floor: int) -> int:
     """Iterations that take about `batch_ns`, found by doubling (which also warms up)."""
     iters = 1
     while True:
-        took = _time(run, iters) * iters
+        took = _time(run, iters)[0] * iters
         if took >= batch_ns / 4 or iters >= 1 << 24:
             return max(floor, int(batch_ns / max(took / iters, 1.0)))
         iters *= 2
@@ -210,7 +214,8 @@ RUST_FILTERS = ("with_bytes/", "close/")
 
 
 def rust_figures(cli: str, quick: bool) -> dict[str, float]:
-    """One repetition of the Rust rows: ``{row name: ns per operation}``."""
+    """One repetition of the Rust rows: ``{"rust <row name>": wall ns per operation, "rust cpu <row name>": CPU ns
+    per operation}``."""
     figures: dict[str, float] = {}
     for text in RUST_FILTERS:
         command = [cli, "bench", "--json", "--reps", "1", "--filter", text]
@@ -221,6 +226,8 @@ def rust_figures(cli: str, quick: bool) -> dict[str, float]:
             row = json.loads(line)
             if row.get("ns_per_op") is not None:
                 figures[f"rust {row['name']}"] = float(row["ns_per_op"])
+            if row.get("cpu_ns_per_op") is not None:
+                figures[f"rust cpu {row['name']}"] = float(row["cpu_ns_per_op"])
     return figures
 
 
@@ -265,7 +272,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for rep in range(reps):
         print(f"bench: repetition {rep + 1}/{reps}", file=sys.stderr, flush=True)
         for case in selected:
-            case.samples.append(_time(runs[case.name], case.iters))
+            wall, cpu = _time(runs[case.name], case.iters)
+            case.samples.append(wall)
+            case.cpu_samples.append(cpu)
         if cli is not None and rust_error is None:
             try:
                 for name, ns in rust_figures(cli, quick=args.quick or args.smoke).items():
@@ -273,18 +282,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except (OSError, subprocess.SubprocessError, ValueError) as error:
                 rust_error = f"no Rust baseline: running {cli} failed: {error}"
     medians = {case.name: statistics.median(case.samples) for case in selected}
+    cpu_medians = {case.name: statistics.median(case.cpu_samples) for case in selected}
     baselines = {name: statistics.median(values) for name, values in rust.items()}
     baselines.update({f"python {name}": ns for name, ns in medians.items()})
+    baselines.update({f"python cpu {name}": ns for name, ns in cpu_medians.items()})
 
-    header = ("case", "python", "baseline", "baseline ns", "added", "ratio", "goal", "result")
+    header = ("case", "python", "baseline", "baseline ns", "added", "ratio", "cpu added", "goal", "result")
     rows: list[tuple[str, ...]] = []
     for case in selected:
-        ns = medians[case.name]
+        ns, cpu = medians[case.name], cpu_medians[case.name]
         base = baselines.get(case.baseline)
-        if base is None and case.baseline.startswith("python "):
+        source, name = case.baseline.split(" ", 1)
+        cpu_base = baselines.get(f"{source} cpu {name}")
+        if base is None and source == "python":
             # The one-thread case was filtered out: measure it now, next to this one.
             one = _with_bytes(securememory.ProtectedMemorySecretFactory)()
-            base = statistics.median(_time(one, case.iters) for _ in range(reps))
+            timed = [_time(one, case.iters) for _ in range(reps)]
+            base = statistics.median(wall for wall, _ in timed)
+            cpu_base = statistics.median(cpu for _, cpu in timed)
         if base is None:
             result, goal_ns = "no baseline", None
         elif case.allowance_ns is not None:
@@ -301,6 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 _micro(base),
                 "-" if base is None else f"{(ns - base) / 1000:+.2f} us",
                 "-" if base is None else f"{ns / base:.2f}",
+                "-" if cpu_base is None else f"{(cpu - cpu_base) / 1000:+.2f} us",
                 case.goal(),
                 result,
             )
@@ -313,6 +329,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "ns_per_op": ns,
                         "baseline": case.baseline,
                         "baseline_ns": base,
+                        "cpu_ns_per_op": cpu,
+                        "cpu_baseline_ns": cpu_base,
                         "goal_ns": goal_ns,
                         "met": None if goal_ns is None else ns <= goal_ns,
                         "reps": reps,
@@ -324,7 +342,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print(
-        f"\nmedian of {reps} repetition(s) of ~{batch_ms:g} ms batches per case, Rust rows re-measured by "
+        "\nThe goals are judged on wall-clock figures; 'cpu added' compares process CPU time instead (all threads "
+        "added up), which is steadier on a busy machine."
+    )
+    print(
+        f"median of {reps} repetition(s) of ~{batch_ms:g} ms batches per case, Rust rows re-measured by "
         f"`securememory bench --reps 1` after each repetition; {time.monotonic() - started:.1f} s; "
         f"Python {sys.version.split()[0]}, securememory {securememory.__version__}"
     )
