@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the portable wheel the package ships (manylinux_2_17, stripped, linked against glibc 2.17 through zig) and
 # the sdist, checks what they carry, then installs THAT wheel alone into a fresh venv and runs the pytest suite,
-# mypy's stubtest and mypy --strict against it with no Rust toolchain on PATH.
+# mypy's stubtest and mypy --strict against it with no Rust toolchain on PATH, and a smoke run of the benchmark.
 # Needs python3 (>= 3.9, with venv), a Rust toolchain, and access to PyPI (maturin, ziglang, auditwheel, test
 # tools) and crates.io.
 #
@@ -107,6 +107,14 @@ print("testing", securememory.__file__, securememory.__version__)')
 
 current="pytest"; step "$current"
 (cd "$here/tests" && "${test_env[@]}" python -m pytest -c "$here/pyproject.toml" --rootdir "$here" -p no:cacheprovider "$here/tests")
+
+# A short run of the benchmark, only to show it works: its figures are printed, never checked. The Rust
+# baselines come from the securememory command-line tool: $SECUREMEMORY_CLI, or a release build of
+# securememory-cli in the target dir (cargo build --release -p securememory-cli); without one the table says so.
+current="benchmark smoke run (python -m securememory.bench --smoke)"; step "$current"
+cli="${SECUREMEMORY_CLI:-}"
+if [ -z "$cli" ] && [ -x "$target/release/securememory" ]; then cli="$target/release/securememory"; fi
+(cd "$here/tests" && "${test_env[@]}" SECUREMEMORY_CLI="$cli" python -m securememory.bench --smoke)
 
 current="stubtest"; step "$current"
 (cd "$here/tests" && "${test_env[@]}" python -m mypy.stubtest securememory)

@@ -36,6 +36,22 @@ pub(crate) fn call<'py>(
     unsafe { Bound::from_owned_ptr_or_err(py, raw) }
 }
 
+/// `callable(arg)` through the same guard as [`call`], without building an argument tuple (the interpreter's
+/// vectorcall path passes `arg` on the stack).
+pub(crate) fn call1<'py>(
+    callable: &Bound<'py, PyAny>,
+    arg: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    // SAFETY:
+    // - `callable` and `arg` are live objects (each `Bound` owns a reference); the argument list ends with the
+    //   null pointer `PyObject_CallFunctionObjArgs` requires (added by `py_object_call1`).
+    // - The GIL is held (`Bound` proves it), as the call requires.
+    let raw = unsafe { guarded::py_object_call1(callable.as_ptr(), arg.as_ptr()) };
+    // SAFETY: `PyObject_CallFunctionObjArgs` returns a new reference, or null with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, raw) }
+}
+
 /// `object.name(*args)` through [`call`].
 pub(crate) fn call_method<'py>(
     object: &Bound<'py, PyAny>,
@@ -58,6 +74,9 @@ mod guarded {
             args: *mut PyObject,
             kwargs: *mut PyObject,
         ) -> *mut PyObject;
+
+        // Stable ABI since Python 3.2, declared with the unwinding ABI for the same reason.
+        fn PyObject_CallFunctionObjArgs(callable: *mut PyObject, ...) -> *mut PyObject;
     }
 
     /// Parks the thread forever when dropped; only ever dropped by a forced unwind.
@@ -85,6 +104,23 @@ mod guarded {
         std::mem::forget(park);
         result
     }
+
+    /// `PyObject_CallFunctionObjArgs(callable, arg, NULL)`, parked like [`py_object_call`].
+    ///
+    /// # Safety
+    /// As `PyObject_CallFunctionObjArgs`: the GIL is held, `callable` and `arg` are live objects.
+    pub(super) unsafe fn py_object_call1(
+        callable: *mut PyObject,
+        arg: *mut PyObject,
+    ) -> *mut PyObject {
+        let park = ParkOnUnwind;
+        // SAFETY: the caller's obligations are exactly the call's; the argument list is null-terminated.
+        let result = unsafe {
+            PyObject_CallFunctionObjArgs(callable, arg, std::ptr::null_mut::<PyObject>())
+        };
+        std::mem::forget(park);
+        result
+    }
 }
 
 #[cfg(not(all(unix, not(target_arch = "wasm32"))))]
@@ -102,5 +138,19 @@ mod guarded {
     ) -> *mut PyObject {
         // SAFETY: the caller's obligations are exactly `PyObject_Call`'s; a null `kwargs` is allowed.
         unsafe { ffi::PyObject_Call(callable, args, std::ptr::null_mut()) }
+    }
+
+    /// `PyObject_CallFunctionObjArgs(callable, arg, NULL)`.
+    ///
+    /// # Safety
+    /// As `PyObject_CallFunctionObjArgs`: the GIL is held, `callable` and `arg` are live objects.
+    pub(super) unsafe fn py_object_call1(
+        callable: *mut PyObject,
+        arg: *mut PyObject,
+    ) -> *mut PyObject {
+        // SAFETY: the caller's obligations are exactly the call's; the argument list is null-terminated.
+        unsafe {
+            ffi::PyObject_CallFunctionObjArgs(callable, arg, std::ptr::null_mut::<PyObject>())
+        }
     }
 }

@@ -11,6 +11,7 @@ use securememory::{Backing, Locking, SecretFactory};
 
 use crate::call::call;
 use crate::errors::{self, Result};
+use crate::gil;
 use crate::secret::{self, Secret};
 use crate::{source, view};
 
@@ -71,7 +72,9 @@ where
     F: SecretFactory,
 {
     let size = usize::try_from(size).map_err(|_| errors::invalid_length(py, size))?;
-    Ok(Secret::new(py.detach(|| factory.create_random(size))?))
+    Ok(Secret::new(gil::release_if_shared(py, || {
+        factory.create_random(size)
+    })?))
 }
 
 /// A `max_len` argument as a byte count.

@@ -7,6 +7,7 @@
 mod call;
 mod errors;
 mod factory;
+mod gil;
 mod reader;
 mod secret;
 mod source;
@@ -33,6 +34,7 @@ mod native {
         let py = m.py();
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         crate::view::init(py)?;
+        crate::gil::init(py);
         let register_at_fork = py.import("os")?.getattr("register_at_fork");
         // `os.register_at_fork` exists wherever `os.fork` does.
         if let Ok(register_at_fork) = register_at_fork {

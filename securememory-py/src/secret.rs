@@ -1,6 +1,7 @@
 //! `securememory.Secret`: a Python handle on a Rust secret of either flavour.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
@@ -8,18 +9,38 @@ use securememory::SecretExtensions;
 
 use crate::errors::{self, Result};
 use crate::reader::RawSecretReader;
-use crate::view;
+use crate::{gil, view};
 
 /// Bytes kept in locked, never-dumped memory that is readable only inside `with_bytes`.
 #[pyclass(frozen, module = "securememory", name = "Secret")]
 pub struct Secret {
     inner: Box<dyn securememory::Secret>,
+    /// `with_bytes` calls in progress, in any thread: counted with the GIL held before the window is entered
+    /// and after it is left. While it is 0, holding the GIL guarantees no callback can be running or start.
+    callbacks: AtomicUsize,
+}
+
+/// Counts one `with_bytes` call in [`Secret::callbacks`] for as long as it lives.
+struct InCallback<'a>(&'a AtomicUsize);
+
+impl<'a> InCallback<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InCallback(count)
+    }
+}
+
+impl Drop for InCallback<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Secret {
     pub(crate) fn new(inner: impl securememory::Secret + 'static) -> Self {
         Secret {
             inner: Box::new(inner),
+            callbacks: AtomicUsize::new(0),
         }
     }
 
@@ -95,27 +116,30 @@ impl Secret {
     /// secret's pages are quarantined for as long as those objects live.
     fn with_bytes(&self, py: Python<'_>, func: Py<PyAny>) -> PyResult<Py<PyAny>> {
         let epoch = memcall::fork_epoch();
+        let counted = InCallback::enter(&self.callbacks);
         let mut raised: Option<PyErr> = None;
         let mut escaped: Option<(view::Escaped, securememory::Quarantine)> = None;
-        // The GIL is released while waiting to enter the access window (another thread may be closing the
-        // secret or inside its own window) and taken again only to run the callback.
-        let outcome = py.detach(|| {
-            self.inner.with_bytes(|bytes| {
-                Python::attach(|py| {
-                    let called = view::call_with_view(py, func.bind(py), bytes)?;
-                    if let Some(views) = called.escaped {
-                        // Quarantined while the window is still open, so that a `close` waiting for it cannot
-                        // hand the pages to another secret first.
-                        escaped = Some((views, py.detach(|| self.inner.quarantine())));
-                    }
-                    called.result
-                })
-                .map_err(|error| {
-                    raised = Some(error);
-                    securememory::Error::action(CallbackRaised)
-                })
+        // The GIL is kept throughout. Entering and leaving the window never wait for Python code (at most for
+        // another thread's protection change, see `gil`), and keeping it is what lets threads share a window:
+        // when the interpreter switches threads inside a callback, the window stays open (that callback is still
+        // in progress) and the other threads' calls enter and leave it without changing the protection at all.
+        // Releasing it around entering and leaving would cost as much as the rest of the call, and with several
+        // threads a GIL hand-over per access on top.
+        let outcome = self.inner.with_bytes(|bytes| {
+            let called = view::call_with_view(py, func.bind(py), bytes).and_then(|called| {
+                if let Some(views) = called.escaped {
+                    // Quarantined while the window is still open, so that a `close` waiting for it cannot hand
+                    // the pages to another secret first.
+                    escaped = Some((views, py.detach(|| self.inner.quarantine())));
+                }
+                called.result
+            });
+            called.map_err(|error| {
+                raised = Some(error);
+                securememory::Error::action(CallbackRaised)
             })
         });
+        drop(counted);
         let result = match (outcome, raised) {
             (Ok(value), _) => Ok(value),
             (Err(securememory::Error::Action(_)), Some(callback_error)) => Err(callback_error),
@@ -180,7 +204,14 @@ impl Secret {
 
     /// Wipes and releases the memory, waiting for callbacks running in other threads. Idempotent.
     fn close(&self, py: Python<'_>) -> Result<()> {
-        Ok(py.detach(|| self.inner.close())?)
+        // Waiting for a callback means waiting for Python code, which needs the GIL: release it unless no
+        // callback runs (none can start while this thread holds the GIL) and no other thread could use it.
+        // What is left to wait for then is a reader's copy or another thread's protection change.
+        if self.callbacks.load(Ordering::Relaxed) == 0 {
+            Ok(gil::release_if_shared(py, || self.inner.close())?)
+        } else {
+            Ok(py.detach(|| self.inner.close())?)
+        }
     }
 
     /// Whether `close()` was called.

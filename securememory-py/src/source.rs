@@ -8,9 +8,12 @@
 //! worth of Rust code sound.
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+
+use crate::gil;
 
 static CTYPES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -27,6 +30,18 @@ pub(crate) fn with_source_bytes<R: Send>(
     source: &Bound<'_, PyAny>,
     consume: impl FnOnce(&mut [u8]) -> R + Send,
 ) -> PyResult<R> {
+    // The common cases, without going through ctypes.
+    if let Ok(array) = source.cast_exact::<PyByteArray>() {
+        return with_bytearray(py, array, consume);
+    }
+    if let Ok(bytes) = source.cast_exact::<PyBytes>() {
+        let mut copy = bytes.as_bytes().to_vec();
+        return Ok(gil::release_if_shared(py, move || {
+            let consumed = consume(&mut copy);
+            memcall::wipe_bytes(&mut copy);
+            consumed
+        }));
+    }
     let (readonly, _) = buffer_shape(py, source)?;
     if readonly {
         let copy = PyByteArray::from(source)?;
@@ -85,6 +100,52 @@ pub(crate) fn with_writable_bytes<R: Send>(
         fill(bytes)
     });
     drop(pinned);
+    Ok(filled)
+}
+
+/// Runs `fill` on the bytes of a `bytearray` (exactly that type, whose buffer is its own storage).
+///
+/// With the GIL kept (no other Python thread), no Python code can touch or resize the array meanwhile. When it
+/// is released, a memoryview of the array holds an export for the duration, which makes every resize fail with
+/// `BufferError`, as ctypes' export does in [`with_writable_bytes`].
+fn with_bytearray<R: Send>(
+    py: Python<'_>,
+    array: &Bound<'_, PyByteArray>,
+    fill: impl FnOnce(&mut [u8]) -> R + Send,
+) -> PyResult<R> {
+    let shared = gil::shared(py);
+    // Taken before reading the address: while the export lives the storage cannot move.
+    let pin = if shared {
+        Some(PyMemoryView::from(array.as_any())?)
+    } else {
+        None
+    };
+    let len = array.len();
+    if len == 0 {
+        return Ok(fill(&mut []));
+    }
+    // SAFETY: `array` is a live `bytearray` (exact type checked by the caller) and the GIL is held.
+    let address = unsafe { ffi::PyByteArray_AsString(array.as_ptr()) }
+        .cast::<u8>()
+        .expose_provenance();
+    let run = move || {
+        // SAFETY:
+        // - `address` is the start of the array's `len` bytes of storage, read after the export was taken (or
+        //   with the GIL held throughout): the array can neither be resized nor freed until `pin` is dropped
+        //   after this closure returns (or, without a pin, before this thread lets any Python code run, which
+        //   `fill` does not).
+        // - No other Rust reference to these bytes exists. Python code must not use a buffer while it is being
+        //   passed to this package (documented on `new`), as for every GIL-releasing buffer consumer.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                std::ptr::with_exposed_provenance_mut::<u8>(address),
+                len,
+            )
+        };
+        fill(bytes)
+    };
+    let filled = if shared { py.detach(run) } else { run() };
+    drop(pin);
     Ok(filled)
 }
 

@@ -28,7 +28,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyMemoryView, PyString, PyTuple, PyType};
 
-use crate::call::{call, call_method};
+use crate::call::{call, call1, call_method};
 
 /// `PyBUF_READ` from CPython's `pybuffer.h` (stable since 3.3; pyo3 only exposes it for 3.11+ limited builds).
 const PYBUF_READ: std::ffi::c_int = 0x100;
@@ -44,6 +44,11 @@ static GC_GET_REFERRERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static GC_COLLECT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static WEAKREF_FINALIZE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static MANAGED_BUFFER_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// Byte offset, inside a memoryview object, of its pointer to its managed buffer, as found and checked at import
+/// ([`find_managed_buffer_offset`]); `None` when it could not be established, and the garbage collector is asked
+/// instead (`gc.get_referents`, which reads the same pointer through the type's `tp_traverse`).
+static MANAGED_BUFFER_OFFSET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
 
 /// Views of access windows open right now, in any thread: released in a forked child (see [`release_all_open`]).
 static OPEN: Mutex<Vec<OpenWindow>> = Mutex::new(Vec::new());
@@ -69,6 +74,7 @@ pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
     GC_COLLECT.import(py, "gc", "collect")?;
     WEAKREF_FINALIZE.import(py, "weakref", "finalize")?;
     MANAGED_BUFFER_TYPE.get_or_try_init(py, || managed_buffer_type(py))?;
+    MANAGED_BUFFER_OFFSET.get_or_init(|| find_managed_buffer_offset(py).ok().flatten());
     Ok(())
 }
 
@@ -99,10 +105,7 @@ pub(crate) fn call_with_view(
 ) -> PyResult<Called> {
     // A read-only view never writes through the pointer it is given.
     let window = Window::open(py, bytes.as_ptr().cast_mut(), bytes.len(), PYBUF_READ)?;
-    let result = {
-        let args = PyTuple::new(py, [&window.view])?;
-        call(callback, &args)
-    };
+    let result = call1(callback, window.view.as_any());
     let escaped = window.close(py, &result);
     Ok(Called {
         result: result.map(Bound::unbind),
@@ -284,13 +287,12 @@ impl<'py> Window<'py> {
                 let _ = call(collect, &PyTuple::empty(py));
             }
         }
-        let mut escaped = self.candidates(py);
+        let escaped = self.candidates(py);
         if escaped.is_empty() {
-            // Nothing else refers to the view: releasing it cannot fail for want of an export, but stay strict.
-            if release(&self.view).is_ok() {
-                return None;
-            }
-            escaped.push((self.view.clone(), "the memoryview passed to the callback"));
+            // Nothing else refers to the view (an export holds a reference too) and no view derived from it is
+            // alive: this window holds the last reference, and dropping it, when this function returns,
+            // deallocates the view, which releases it. Nothing can observe it in between.
+            return None;
         }
         let returned = result.as_ref().ok();
         let mut descriptions = Vec::with_capacity(escaped.len());
@@ -312,13 +314,12 @@ impl<'py> Window<'py> {
     }
 
     fn unregister(&self) {
-        let removed: Vec<OpenWindow> = {
+        let removed: Option<OpenWindow> = {
             let mut open = open_windows();
-            let (removed, kept) = std::mem::take(&mut *open)
-                .into_iter()
-                .partition(|window| window.view.is(&self.view));
-            *open = kept;
-            removed
+            // Windows nest (a callback opening another) and close in reverse order: search from the end.
+            open.iter()
+                .rposition(|window| window.view.is(&self.view))
+                .map(|at| open.swap_remove(at))
         };
         // Dropped after the lock is released: a reference count reaching zero may run Python code.
         drop(removed);
@@ -493,7 +494,8 @@ fn is_frame(object: &Bound<'_, PyAny>) -> bool {
             .is_ok_and(|module| module.to_cow().is_ok_and(|module| module == "builtins"))
 }
 
-/// The managed buffer behind `view`: a memoryview's only GC referent, checked to be CPython's `managedbuffer`.
+/// The managed buffer behind `view`, checked to be CPython's `managedbuffer`: read from the memoryview at the
+/// offset checked at import, or else asked of the garbage collector (a memoryview's only GC referent).
 fn managed_buffer_of<'py>(
     py: Python<'py>,
     view: &Bound<'py, PyMemoryView>,
@@ -502,6 +504,21 @@ fn managed_buffer_of<'py>(
         .get(py)
         .ok_or_else(no_managed_buffer)?
         .bind(py);
+    if let Some(offset) = MANAGED_BUFFER_OFFSET.get().copied().flatten() {
+        // SAFETY:
+        // - `view` is a live memoryview (the `Bound` owns a reference and was checked to be one) and `offset` is
+        //   the pointer-aligned offset, below the type's `__basicsize__`, at which this interpreter's memoryviews
+        //   were found at import to keep their managed buffer (`find_managed_buffer_offset`): the read stays
+        //   inside the object and yields the pointer CPython stored there when it made the view.
+        // - That pointer is set when the view is made and never changes nor is cleared while the view lives
+        //   (releasing a view keeps it), and the view holds a reference to the object it points to.
+        let raw = unsafe { read_pointer_at(view.as_ptr(), offset) };
+        // SAFETY: `raw`, when not null, is the live managed buffer (above); `Py_TYPE` only reads its header.
+        if !raw.is_null() && unsafe { ffi::Py_TYPE(raw) } == expected.as_type_ptr() {
+            // SAFETY: a live object (kept alive by `view`) and the GIL is held; this takes a new reference.
+            return Ok(unsafe { Bound::from_borrowed_ptr(py, raw) });
+        }
+    }
     let referents = call(resolved(py, &GC_GET_REFERENTS)?, &PyTuple::new(py, [view])?)?
         .cast_into::<PyList>()?;
     if referents.len() == 1 {
@@ -530,6 +547,83 @@ fn managed_buffer_type(py: Python<'_>) -> PyResult<Py<PyType>> {
     Err(no_managed_buffer())
 }
 
+/// The pointer-sized word at byte `offset` inside the object at `object`.
+///
+/// # Safety
+/// `object` is a live object at least `offset + size_of::<usize>()` bytes long, and `offset` is a multiple of
+/// the pointer size (objects are pointer-aligned), and the GIL is held so nothing writes that word meanwhile.
+unsafe fn read_pointer_at(object: *mut ffi::PyObject, offset: usize) -> *mut ffi::PyObject {
+    // SAFETY: in bounds and aligned, by the caller's obligations.
+    unsafe {
+        object
+            .cast::<u8>()
+            .add(offset)
+            .cast::<*mut ffi::PyObject>()
+            .read()
+    }
+}
+
+/// Where this interpreter's memoryview objects keep the pointer to their managed buffer.
+///
+/// Found by looking, in probe views, for the word that holds the managed buffer the garbage collector reports
+/// (a memoryview's only GC referent), within the type's `__basicsize__`: exactly one word must match, at the same
+/// offset in two probes over different exporters. `None` when that is not so; the garbage collector is then asked
+/// for every view.
+fn find_managed_buffer_offset(py: Python<'_>) -> PyResult<Option<usize>> {
+    let word = std::mem::size_of::<usize>();
+    let basic_size: usize = py
+        .get_type::<PyMemoryView>()
+        .getattr("__basicsize__")?
+        .extract()?;
+    // The object header (reference count, type, size) comes first: start after it.
+    let first = 3 * word;
+    let probe_bytes = PyBytes::new(py, b"probe");
+    let mut memory = [0u8; 8];
+    let probes = [PyMemoryView::from(probe_bytes.as_any())?, {
+        // SAFETY: `memory` outlives the view, which is released below before `memory` goes out of scope; it
+        // is read-only (`PYBUF_READ`) and the GIL is held.
+        let raw = unsafe {
+            ffi::PyMemoryView_FromMemory(
+                memory.as_mut_ptr().cast::<c_char>(),
+                memory.len() as ffi::Py_ssize_t,
+                PYBUF_READ,
+            )
+        };
+        // SAFETY: a new reference or null with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(py, raw) }?.cast_into::<PyMemoryView>()?
+    }];
+    let mut found: Option<usize> = None;
+    let mut agree = true;
+    for probe in &probes {
+        let referents = call(
+            resolved(py, &GC_GET_REFERENTS)?,
+            &PyTuple::new(py, [probe])?,
+        )?
+        .cast_into::<PyList>()?;
+        let managed_buffer = match referents.len() {
+            1 => referents.get_item(0)?,
+            _ => return Ok(None),
+        };
+        let matches: Vec<usize> = (first..basic_size.saturating_sub(word) + 1)
+            .step_by(word)
+            .filter(|&offset| {
+                // SAFETY: `probe` is a live memoryview of at least `basic_size` bytes, `offset + word` is within
+                // it and word-aligned, and the GIL is held.
+                unsafe { read_pointer_at(probe.as_ptr(), offset) == managed_buffer.as_ptr() }
+            })
+            .collect();
+        match (matches.as_slice(), found) {
+            ([offset], None) => found = Some(*offset),
+            ([offset], Some(previous)) if *offset == previous => {}
+            _ => agree = false,
+        }
+    }
+    for probe in &probes {
+        release(probe)?;
+    }
+    Ok(found.filter(|_| agree))
+}
+
 fn no_managed_buffer() -> PyErr {
     PyRuntimeError::new_err(
         "this Python does not expose a memoryview's managed buffer, so views of a secret could not be revoked",
@@ -537,10 +631,25 @@ fn no_managed_buffer() -> PyErr {
 }
 
 /// `memoryview.release()`: fails with `BufferError` while something holds a buffer exported from this view.
+///
+/// Called straight through `PyObject_CallMethodObjArgs` (no bound method object, no argument tuple). Releasing
+/// a memoryview runs no Python code and never gives up the GIL (its exporter is either raw memory or, for a
+/// view made from an object, released by C code), so it needs no guard against the thread being ended.
 fn release(view: &Bound<'_, PyMemoryView>) -> PyResult<()> {
     let py = view.py();
     let name: &Bound<'_, PyString> = pyo3::intern!(py, "release");
-    call_method(view.as_any(), name, &PyTuple::empty(py)).map(drop)
+    // SAFETY:
+    // - `view` and `name` are live objects and the GIL is held (`Bound` proves both); the argument list is
+    //   terminated by the null pointer the call requires.
+    let raw = unsafe {
+        ffi::PyObject_CallMethodObjArgs(
+            view.as_ptr(),
+            name.as_ptr(),
+            std::ptr::null_mut::<ffi::PyObject>(),
+        )
+    };
+    // SAFETY: a new reference (`None`) or null with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, raw) }.map(drop)
 }
 
 fn refcount(object: &Bound<'_, PyAny>) -> ffi::Py_ssize_t {

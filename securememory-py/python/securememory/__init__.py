@@ -20,6 +20,8 @@ True
 * ``Secret.reader()`` is a binary file object (:class:`io.RawIOBase`).
 * ``trim_caches()`` gives the locked pages kept for reuse by closed secrets back to the OS.
 * Errors derive from :class:`SecureMemoryError` (see :mod:`securememory.exceptions`).
+* ``python -m securememory.bench`` measures what the binding adds to the Rust library (see
+  :mod:`securememory.bench`).
 """
 
 from __future__ import annotations
