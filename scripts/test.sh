@@ -56,8 +56,8 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test --locked -p securememory-memguard --lib --release loom
 
-current="soak: 10^6 create/close cycles, release build"; step "$current"
-cargo test --locked --release -p securememory-guarantees --test soak
+current="soak: 10^6 create/close cycles, and the sealed flavour's 10^6 secrets and full races, release build"; step "$current"
+cargo test --locked --release -p securememory-guarantees --test soak --test sealed_capacity --test sealed_races
 
 current="valgrind memcheck"; step "$current"
 scripts/valgrind.sh
@@ -80,7 +80,9 @@ scripts/wine-test.sh
 
 if [ -x securememory-py/run-tests.sh ]; then
   current="Python package"; step "$current"
-  securememory-py/run-tests.sh
+  # The package's benchmark smoke run compares with the Rust rows of this CLI.
+  cargo build --locked --release -p securememory-cli
+  SECUREMEMORY_CLI="$PWD/target/release/securememory" securememory-py/run-tests.sh
 fi
 
 trap - ERR

@@ -45,6 +45,12 @@ SKIP_BINARIES=(
   "memguard:stream  keyed operations run on memguard's private stack (see below)"
   "memguard:purge  the enclave key's rekeying runs on memguard's private stack (see below)"
   "securememory:glob_import  opens a memguard Enclave, whose keyed operations run on the private stack (see below)"
+  "securememory:sealed  sealing and opening run on memguard's private stack (see below)"
+  "guarantees:sealed_tamper  sealing and opening run on memguard's private stack (see below)"
+  "guarantees:sealed_capacity  every test runs in a child process, which valgrind does not follow"
+  "guarantees:sealed_core  every proof runs in a child process (and the key-window search would take hours under memcheck)"
+  "guarantees:sealed_races  every test runs in a child process, which valgrind does not follow"
+  "guarantees:sealed_wipe  every test runs in a child process, which valgrind does not follow"
 )
 # The private stack: memguard runs every keyed operation (enclaves, streams, the coffer's re-split) on a stack
 # it switches to itself, in locked no-dump pages, so the key never sits on an ordinary stack. memcheck tracks

@@ -62,6 +62,7 @@ fn class_of(error: &securememory::Error) -> &'static ExceptionClass {
         E::Random(_) => &RANDOM_SOURCE,
         E::CloseInsideAccess => &CLOSE_INSIDE_ACCESS,
         E::Forked => &FORKED,
+        E::Integrity => &INTEGRITY,
         E::Cleanup { error, .. } => class_of(error),
         _ => &SECURE_MEMORY_ERROR,
     }

@@ -1,4 +1,4 @@
-//! The two factories: `ProtectedMemorySecretFactory` and `MemguardSecretFactory`.
+//! The factories: `ProtectedMemorySecretFactory`, `MemguardSecretFactory` and `SealedSecretFactory`.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -294,9 +294,33 @@ where
     Ok(secret)
 }
 
-/// One Python factory class over one Rust factory type; both classes have the same methods.
+/// One Python factory class over one Rust factory type; every class has the same methods, and its own constructor
+/// (`signature` and `fn py_new`) and `__repr__`.
 macro_rules! factory_class {
-    ($(#[$doc:meta])* $class:ident wraps $rust:ty) => {
+    // The page-backed factories' constructor (`best_effort_locking`, `backing`) and `__repr__`.
+    ($(#[$doc:meta])* $class:ident wraps $rust:ty; page_backed) => {
+        factory_class! {
+            $(#[$doc])* $class wraps $rust;
+            signature (*, best_effort_locking = false, backing = "anonymous");
+            fn py_new(best_effort_locking: bool, backing: &str) -> PyResult<Self> {
+                Ok($class {
+                    inner: <$rust>::builder()
+                        .locking(locking(best_effort_locking))
+                        .backing(self::backing(backing)?)
+                        .build(),
+                })
+            }
+
+            fn __repr__(&self) -> String {
+                repr(stringify!($class), self.inner.locking(), self.inner.backing())
+            }
+        }
+    };
+    (
+        $(#[$doc:meta])* $class:ident wraps $rust:ty;
+        signature ($($sig:tt)*);
+        $($constructor_and_repr:tt)*
+    ) => {
         $(#[$doc])*
         #[pyclass(frozen, module = "securememory")]
         pub struct $class {
@@ -308,15 +332,8 @@ macro_rules! factory_class {
         #[allow(clippy::wrong_self_convention)]
         impl $class {
             #[new]
-            #[pyo3(signature = (*, best_effort_locking = false, backing = "anonymous"))]
-            fn py_new(best_effort_locking: bool, backing: &str) -> PyResult<Self> {
-                Ok($class {
-                    inner: <$rust>::builder()
-                        .locking(locking(best_effort_locking))
-                        .backing(self::backing(backing)?)
-                        .build(),
-                })
-            }
+            #[pyo3(signature = ($($sig)*))]
+            $($constructor_and_repr)*
 
             /// Copies `source` into a new secret, then zeroes `source` if it is writable; on any error `source` is
             /// left exactly as it was.
@@ -363,10 +380,6 @@ macro_rules! factory_class {
             fn from_env(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> Result<Secret> {
                 from_env(py, &self.inner, name)
             }
-
-            fn __repr__(&self) -> String {
-                repr(stringify!($class), self.inner.locking(), self.inner.backing())
-            }
         }
     };
 }
@@ -374,11 +387,31 @@ macro_rules! factory_class {
 factory_class! {
     /// Makes secrets backed by whole protected pages: locked in RAM, left out of core dumps and no-access
     /// except inside `with_bytes`.
-    ProtectedMemorySecretFactory wraps securememory::ProtectedMemorySecretFactory
+    ProtectedMemorySecretFactory wraps securememory::ProtectedMemorySecretFactory;
+    page_backed
 }
 
 factory_class! {
     /// Makes secrets in guarded buffers: protected pages with guard pages on both sides and a canary checked
     /// on close.
-    MemguardSecretFactory wraps securememory::MemguardSecretFactory
+    MemguardSecretFactory wraps securememory::MemguardSecretFactory;
+    page_backed
+}
+
+factory_class! {
+    /// Makes sealed secrets: encrypted at rest in ordinary memory (AES-256-GCM under a per-process key that no
+    /// thread can read at rest) and decrypted into locked scratch pages only while `with_bytes` runs. They cost
+    /// no locked memory each, so a process can hold millions whatever its memlock limit.
+    SealedSecretFactory wraps securememory::SealedSecretFactory;
+    signature (*, best_effort_locking = false);
+    fn py_new(best_effort_locking: bool) -> Self {
+        SealedSecretFactory {
+            inner: securememory::SealedSecretFactory::with_locking(locking(best_effort_locking)),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let best_effort = if self.inner.locking() == Locking::BestEffort { "True" } else { "False" };
+        format!("SealedSecretFactory(best_effort_locking={best_effort})")
+    }
 }

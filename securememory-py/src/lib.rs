@@ -19,7 +19,9 @@ use pyo3::prelude::*;
 #[pymodule(name = "_native")]
 mod native {
     #[pymodule_export]
-    use crate::factory::{MemguardSecretFactory, ProtectedMemorySecretFactory};
+    use crate::factory::{
+        MemguardSecretFactory, ProtectedMemorySecretFactory, SealedSecretFactory,
+    };
     #[pymodule_export]
     use crate::reader::RawSecretReader;
     #[pymodule_export]

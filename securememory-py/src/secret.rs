@@ -199,6 +199,7 @@ impl Secret {
         let secret_memory = report.backing == memcall::Backing::SecretMem;
         dict.set_item("secret_memory", secret_memory)?;
         dict.set_item("secret_memory_fallback", report.secret_memory_fallback)?;
+        dict.set_item("sealed", report.sealed)?;
         Ok(dict)
     }
 

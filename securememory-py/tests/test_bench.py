@@ -16,6 +16,9 @@ CASES = [
     "new_close/memguard",
     "create_random_close/protected_memory",
     "create_random_close/memguard",
+    "with_bytes/sealed",
+    "new_close/sealed",
+    "create_random_close/sealed",
     "with_bytes/4_threads_one_secret",
 ]
 

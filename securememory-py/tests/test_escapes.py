@@ -21,7 +21,7 @@ import securememory
 
 numpy = pytest.importorskip("numpy")
 
-FACTORY_NAMES = ["ProtectedMemorySecretFactory", "MemguardSecretFactory"]
+FACTORY_NAMES = ["ProtectedMemorySecretFactory", "MemguardSecretFactory", "SealedSecretFactory"]
 
 # How each case makes the object from the view, and how the child then reads it.
 CASES = {

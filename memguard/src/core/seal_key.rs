@@ -50,55 +50,59 @@ struct KeyPage {
 }
 
 impl KeyPage {
+    /// Makes a key and expands it into the page. Call on the private stack: the raw key and the cipher pass
+    /// through locals there on their way in.
     fn new() -> Result<KeyPage> {
-        let region = Region::alloc(KEY_LEN)?;
+        const _: () = assert!(std::mem::align_of::<Aes256Gcm>() <= 4096);
+        let region = Region::alloc(std::mem::size_of::<Aes256Gcm>())?;
         let locked = match region.lock() {
             Err(e) if e.is_lock_limit() && memcall::pool::trim_all() > 0 => region.lock(),
             other => other,
         };
         // A region dropped on error is wiped and unmapped; nothing secret is in it yet.
         locked?;
+        let mut key = [0u8; KEY_LEN];
+        let filled = getrandom::fill(&mut key);
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key));
+        memcall::wipe_bytes(&mut key);
+        filled?;
         let pkey = ProtectionKey::get();
         let page = KeyPage { region, pkey };
+        let store = || {
+            // SAFETY:
+            // - the page is read-write and accessible on this thread (the window opened around this closure,
+            //   or not yet sealed), page-aligned (so aligned for the cipher) and at least its size;
+            // - nothing else refers to it yet; `write` moves the cipher in without dropping anything.
+            unsafe { std::ptr::write(page.region.as_ptr().cast::<Aes256Gcm>(), cipher) }
+        };
         match page.pkey {
             Some(pkey) => {
                 pkey.tag(&page.region)?;
-                pkey.with_access(|| page.fill())?;
+                pkey.with_access(store);
             }
             None => {
-                page.fill()?;
+                store();
                 page.region.protect(Protection::NoAccess)?;
             }
         }
         Ok(page)
     }
 
-    /// Writes fresh random key bytes. Only inside an access window, or before the page is sealed.
-    fn fill(&self) -> Result<()> {
-        // SAFETY:
-        // - the page is read-write and accessible on this thread (the caller's window, or not yet sealed);
-        // - nobody else holds a slice of it (the page is not yet shared).
-        let key = unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr(), KEY_LEN) };
-        getrandom::fill(key)?;
-        Ok(())
-    }
-
-    /// Expands the key into a cipher; the key is readable for exactly this call.
+    /// A copy of the expanded cipher; the page is readable for exactly that copy. Call on the private stack.
     fn cipher(&self) -> Result<Aes256Gcm> {
-        let expand = || {
+        let copy = || {
             // SAFETY:
             // - the page is readable on this thread for the duration of this closure (the window or the
-            //   read-only protection opened around it), and nothing writes it (only `new` and `destroy` do, the
-            //   latter under the same mutex the caller holds);
-            // - the slice does not outlive the closure.
-            let key = unsafe { std::slice::from_raw_parts(self.region.as_ptr(), KEY_LEN) };
-            Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+            //   read-only protection opened around it) and holds the cipher written by `new`;
+            // - nothing writes it meanwhile (only `new` and `destroy` do, the latter under the mutex the caller
+            //   holds); the reference does not outlive the closure.
+            unsafe { &*self.region.as_ptr().cast::<Aes256Gcm>() }.clone()
         };
         match self.pkey {
-            Some(pkey) => Ok(pkey.with_access(expand)),
+            Some(pkey) => Ok(pkey.with_access(copy)),
             None => {
                 self.region.protect(Protection::ReadOnly)?;
-                let cipher = expand();
+                let cipher = copy();
                 self.region.protect(Protection::NoAccess)?;
                 Ok(cipher)
             }
@@ -106,9 +110,20 @@ impl KeyPage {
     }
 
     fn destroy(self) -> Result<()> {
-        if self.pkey.is_some() {
-            // Back to the default key, so the wipe in `free` can write the page.
-            ProtectionKey::untag(&self.region)?;
+        let drop_cipher = || {
+            // SAFETY: the page holds the cipher written by `new`, accessible here, and is never read again.
+            unsafe { std::ptr::drop_in_place(self.region.as_ptr().cast::<Aes256Gcm>()) }
+        };
+        match self.pkey {
+            Some(pkey) => {
+                pkey.with_access(drop_cipher);
+                // Back to the default key, so the wipe in `free` can write the page.
+                ProtectionKey::untag(&self.region)?;
+            }
+            None => {
+                self.region.protect(Protection::ReadWrite)?;
+                drop_cipher();
+            }
         }
         self.region.free().map_err(|e| Error::from(e.error))
     }
@@ -179,7 +194,7 @@ fn binding(id: u64, len: usize) -> ([u8; 12], [u8; 16]) {
 /// [`Error::Memory`] when the key's page or the private stack cannot be mapped or locked (the memlock limit,
 /// named in the error); [`Error::Random`] when the key cannot be made.
 pub fn seal_in_place(id: u64, data: &mut [u8]) -> Result<[u8; TAG_LEN]> {
-    secure_stack::run(|| {
+    secure_stack::run_at(secure_stack::Depth::Shallow, || {
         let (nonce, ad) = binding(id, data.len());
         let tag = cipher()?
             .encrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, data)
@@ -196,7 +211,7 @@ pub fn seal_in_place(id: u64, data: &mut [u8]) -> Result<[u8; TAG_LEN]> {
 /// ciphertext or tag was altered or belongs to another item (for an item made before the last purge, which the
 /// purge closed, an alteration may show as [`Error::Destroyed`] too); otherwise as [`seal_in_place`].
 pub fn open_in_place(id: u64, tag: &[u8; TAG_LEN], data: &mut [u8]) -> Result<()> {
-    let opened = secure_stack::run(|| {
+    let opened = secure_stack::run_at(secure_stack::Depth::Shallow, || {
         let (nonce, ad) = binding(id, data.len());
         opening_cipher()?
             .decrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, data, Tag::from_slice(tag))
@@ -219,7 +234,7 @@ pub fn open_in_place(id: u64, tag: &[u8; TAG_LEN], data: &mut [u8]) -> Result<()
 }
 
 /// Most bytes [`seal_random`] makes on the private stack.
-pub const RANDOM_MAX: usize = 4096;
+pub const RANDOM_MAX: usize = 1024;
 
 /// Fills `out` with the ciphertext of `out.len()` fresh random bytes for item `id` and returns the tag. The
 /// random plaintext exists only on the private stack.
@@ -230,7 +245,7 @@ pub fn seal_random(id: u64, out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
     if out.len() > RANDOM_MAX {
         return Err(Error::InvalidLength { len: out.len() });
     }
-    secure_stack::run(|| {
+    secure_stack::run_at(secure_stack::Depth::Shallow, || {
         let mut buf = [0u8; RANDOM_MAX];
         let plain = &mut buf[..out.len()];
         let result = getrandom::fill(plain).map_err(Error::from).and_then(|()| {

@@ -9,7 +9,8 @@ b'0123'
 >>> bytes(key) == bytes(32)
 True
 
-* ``ProtectedMemorySecretFactory`` / ``MemguardSecretFactory`` make :class:`Secret` objects from a buffer
+* ``ProtectedMemorySecretFactory`` / ``MemguardSecretFactory`` / ``SealedSecretFactory`` make :class:`Secret`
+  objects (``SealedSecretFactory``: encrypted at rest, no locked memory per secret) from a buffer
   (``new``, which wipes a writable source once the secret exists and leaves it intact on any error) or from the
   OS random generator (``create_random``).
 * ``Secret.with_bytes(fn)`` calls ``fn`` with a read-only ``memoryview`` over the protected pages themselves (no
@@ -29,6 +30,7 @@ from __future__ import annotations
 from securememory._native import (
     MemguardSecretFactory,
     ProtectedMemorySecretFactory,
+    SealedSecretFactory,
     Secret,
     __version__,
     trim_caches,
@@ -57,6 +59,7 @@ __all__ = [
     "MemoryProtectionError",
     "ProtectedMemorySecretFactory",
     "RandomSourceError",
+    "SealedSecretFactory",
     "Secret",
     "SecretClosedError",
     "SecretReader",

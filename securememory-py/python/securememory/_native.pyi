@@ -9,7 +9,7 @@ from typing_extensions import Buffer, Self
 
 from securememory.reader import SecretReader
 
-__all__ = ["MemguardSecretFactory", "ProtectedMemorySecretFactory", "RawSecretReader", "Secret", "__version__", "trim_caches"]
+__all__ = ["MemguardSecretFactory", "ProtectedMemorySecretFactory", "RawSecretReader", "SealedSecretFactory", "Secret", "__version__", "trim_caches"]
 
 __version__: str
 """The package's version (the Rust workspace's version)."""
@@ -46,7 +46,8 @@ class Secret:
 
         Keys: ``locked`` and ``locked_bytes`` (never swapped), ``no_dump`` / ``no_fork`` / ``no_huge_pages``
         (``"applied"``, ``"not supported on this OS"`` or ``"failed (...)"``), ``guard_pages``, ``canary``,
-        ``fork_detection``.
+        ``fork_detection``, ``secret_memory`` / ``secret_memory_fallback``, ``sealed`` (encrypted at rest; then
+        ``locked_bytes`` is 0 and ``locked`` is about its scratch copies).
         """
 
     def close(self) -> None:
@@ -169,6 +170,35 @@ class MemguardSecretFactory:
     def from_env(self, name: str) -> Secret:
         """Moves the environment variable ``name`` into a new secret and removes it; Python's own ``os.environ``
         copy cannot be wiped (see ``ProtectedMemorySecretFactory.from_env``)."""
+
+@final
+class SealedSecretFactory:
+    """Makes sealed secrets: encrypted at rest in ordinary memory under a per-process key no thread can read at
+    rest, decrypted into locked scratch pages only while ``with_bytes`` runs; no locked memory per secret."""
+
+    def __new__(cls, *, best_effort_locking: bool = False) -> Self: ...
+    def new(self, source: Buffer) -> Secret:
+        """Encrypts a copy of ``source`` into a new secret, then wipes ``source``; on any error ``source`` is left
+        exactly as it was (see ``ProtectedMemorySecretFactory.new``)."""
+
+    def create_random(self, size: int) -> Secret:
+        """A new secret of ``size`` random bytes, which exist in the clear only in locked memory."""
+
+    def from_file(self, path: str | os.PathLike[str], *, max_len: int = 1048576) -> Secret:
+        """Reads the file at ``path`` to its end into locked scratch pages and seals it (see
+        ``ProtectedMemorySecretFactory.from_file``)."""
+
+    def from_fd(self, fd: int, *, max_len: int = 1048576) -> Secret:
+        """Reads the open file descriptor ``fd`` to its end into locked scratch pages and seals it (see
+        ``ProtectedMemorySecretFactory.from_fd``)."""
+
+    def from_readable(self, readable: _ReadInto, size: int) -> Secret:
+        """A new secret of exactly ``size`` bytes written by ``readable.readinto`` (see
+        ``ProtectedMemorySecretFactory.from_readable``)."""
+
+    def from_env(self, name: str) -> Secret:
+        """Moves the environment variable ``name`` into a new secret and removes it (see
+        ``ProtectedMemorySecretFactory.from_env``)."""
 
 @final
 class RawSecretReader:

@@ -32,7 +32,9 @@ THREADS = 4
 #: Runs a batch of about `iters` operations and returns how many it ran.
 Run = Callable[[int], int]
 FactoryClass = Union[
-    Type[securememory.ProtectedMemorySecretFactory], Type[securememory.MemguardSecretFactory]
+    Type[securememory.ProtectedMemorySecretFactory],
+    Type[securememory.MemguardSecretFactory],
+    Type[securememory.SealedSecretFactory],
 ]
 
 
@@ -149,6 +151,7 @@ def _create_random_close(flavour: FactoryClass) -> Callable[[], Run]:
 FLAVOURS: dict[str, FactoryClass] = {
     "protected_memory": securememory.ProtectedMemorySecretFactory,
     "memguard": securememory.MemguardSecretFactory,
+    "sealed": securememory.SealedSecretFactory,
 }
 
 

@@ -43,13 +43,16 @@ pub(crate) fn take(len: usize, mode: LockMode) -> memcall::Result<(Region, bool)
     let cache = CACHE.get();
     let cached = {
         let mut regions = lock(cache);
-        regions
+        let found = regions
             .iter()
             .position(|r| r.len() == want)
-            .map(|at| regions.swap_remove(at))
+            .map(|at| regions.remove(at));
+        if let Some(region) = &found {
+            cache.bytes.fetch_sub(region.len(), Ordering::Relaxed);
+        }
+        found
     };
     if let Some(region) = cached {
-        cache.bytes.fetch_sub(region.len(), Ordering::Relaxed);
         match region.protect(Protection::ReadWrite) {
             Ok(()) => return Ok((region, true)),
             Err(e) => {
@@ -75,23 +78,30 @@ pub(crate) fn give(mut region: Region, locked: bool, used: usize) -> memcall::Re
     memcall::wipe_bytes(&mut bytes[..used]);
     let cache = CACHE.get();
     let len = region.len();
-    let room = locked
-        && region.is_locked()
-        && !region.is_forked()
-        && cache
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                (b + len <= MAX_CACHED_BYTES).then_some(b + len)
-            })
-            .is_ok();
-    if !room {
+    if !locked || !region.is_locked() || region.is_forked() || len > MAX_CACHED_BYTES {
         return region.free().map_err(|e| e.error);
     }
-    if let Err(e) = region.protect(Protection::NoAccess) {
-        cache.bytes.fetch_sub(len, Ordering::Relaxed);
-        return Err(e);
+    region.protect(Protection::NoAccess)?;
+    // The oldest cached regions make room for this one: the sizes in use now are the ones worth keeping
+    // (a 1 MiB secret's copy is not dropped for want of room next to a few small ones).
+    let evicted = {
+        let mut regions = lock(cache);
+        let mut cached = cache.bytes.load(Ordering::Relaxed);
+        let mut evicted = Vec::new();
+        while cached + len > MAX_CACHED_BYTES && !regions.is_empty() {
+            let old = regions.remove(0);
+            cached -= old.len();
+            evicted.push(old);
+        }
+        regions.push(region);
+        cache.bytes.store(cached + len, Ordering::Relaxed);
+        evicted
+    };
+    for old in evicted {
+        if let Err(e) = old.free() {
+            log::error!("releasing a scratch region failed: {}", e.error);
+        }
     }
-    lock(cache).push(region);
     Ok(())
 }
 
@@ -100,11 +110,14 @@ pub(crate) fn trim() -> usize {
     let Some(cache) = CACHE.get_if_built() else {
         return 0;
     };
-    let regions = std::mem::take(&mut *lock(cache));
+    let regions = {
+        let mut cached = lock(cache);
+        cache.bytes.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *cached)
+    };
     let mut freed = 0;
     for region in regions {
         let len = region.len();
-        cache.bytes.fetch_sub(len, Ordering::Relaxed);
         match region.free() {
             Ok(()) => freed += len,
             Err(e) => log::error!("releasing a scratch region failed: {}", e.error),
