@@ -189,8 +189,9 @@ fn scratch_at_the_limit() -> Outcome {
     ensure(depth >= 4, || {
         format!("only {depth} windows fit under the limit")
     })?;
+    // `Error::Memory(LockLimit)`: the scratch pages could not be locked (not a failed protection change).
     let lock_limit = match &err {
-        securememory::Error::ReadOnly(e) => e.is_lock_limit(),
+        securememory::Error::Memory(e) => e.is_lock_limit(),
         _ => false,
     };
     ensure(lock_limit, || {
