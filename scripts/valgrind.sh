@@ -43,6 +43,7 @@ SKIP_BINARIES=(
   "memguard:memguard  unit tests of the private stack and the coffer (private stack, see below)"
   "memguard:enclave  keyed operations run on memguard's private stack (see below)"
   "memguard:stream  keyed operations run on memguard's private stack (see below)"
+  "memguard:stream_reuse  keyed operations run on memguard's private stack (see below)"
   "memguard:purge  the enclave key's rekeying runs on memguard's private stack (see below)"
   "securememory:glob_import  opens a memguard Enclave, whose keyed operations run on the private stack (see below)"
   "securememory:sealed  sealing and opening run on memguard's private stack (see below)"
