@@ -2,7 +2,7 @@
 //! closure runs. No page, mapping or locked byte per secret, so the number of live secrets is bounded by
 //! ordinary memory (about 200 bytes each for a 32-byte key), not by `RLIMIT_MEMLOCK` or `vm.max_map_count`.
 //!
-//! - At rest: `tag || ciphertext` (AES-256-GCM, see [`memguard::sealing`](::memguard::sealing)) on the heap,
+//! - At rest: `tag || ciphertext` (AES-256-GCM, see [`memguard::sealing`]) on the heap,
 //!   bound to the secret's identity, so a ciphertext altered or swapped with another secret's fails with
 //!   [`Error::Integrity`](crate::Error::Integrity) and the closure is not run.
 //! - The key: one per process, in a locked, no-dump, no-fork page unreadable at rest (a memory protection key
