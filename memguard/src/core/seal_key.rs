@@ -3,13 +3,14 @@
 //!
 //! The 32 key bytes live in one locked, no-dump, no-fork page that no code can read at rest:
 //! - where the CPU and kernel offer memory protection keys ([`memcall::pkey`]), the page carries this process's
-//!   key, disabled in every thread; the one place that reads it opens a window on its own thread only, for the
-//!   few instructions that expand the key into a cipher, without a system call;
-//! - elsewhere the page is no-access (`mprotect`) and made read-only under this module's mutex for the same
-//!   few instructions.
+//!   key, disabled in every thread; an operation opens it on its own thread only, without a system call, for
+//!   as long as the operation reads the expanded cipher in place;
+//! - elsewhere the page is no-access (`mprotect`), made read-only for one copy of the cipher onto the private
+//!   stack at a time.
 //!
-//! The cipher built from it, and every operation under it, lives on the private stack
-//! ([`secure_stack`](super::secure_stack)), wiped after each operation. The key never exists anywhere else.
+//! The page holds the expanded cipher (the key schedule); no raw key is kept. Every operation under it runs on
+//! the private stack ([`secure_stack`](super::secure_stack)), wiped after each operation. The key never exists
+//! anywhere else.
 //!
 //! # Lifecycle
 //! Made on first use; destroyed (wiped, unlocked, unmapped) by [`destroy`], which `purge` calls; the next use
@@ -18,7 +19,7 @@
 //! no nonce repeats under any key.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
@@ -47,6 +48,9 @@ pub enum KeyProtection {
 struct KeyPage {
     region: Region,
     pkey: Option<ProtectionKey>,
+    /// Serialises the copies of a no-access page: each makes it readable and no-access again, and one
+    /// thread's `NoAccess` must not land in the middle of another's copy.
+    copying: Mutex<()>,
 }
 
 impl KeyPage {
@@ -67,7 +71,11 @@ impl KeyPage {
         memcall::wipe_bytes(&mut key);
         filled?;
         let pkey = ProtectionKey::get();
-        let page = KeyPage { region, pkey };
+        let page = KeyPage {
+            region,
+            pkey,
+            copying: Mutex::new(()),
+        };
         let store = || {
             // SAFETY:
             // - the page is read-write and accessible on this thread (the window opened around this closure,
@@ -88,23 +96,27 @@ impl KeyPage {
         Ok(page)
     }
 
-    /// A copy of the expanded cipher; the page is readable for exactly that copy. Call on the private stack.
-    fn cipher(&self) -> Result<Aes256Gcm> {
-        let copy = || {
-            // SAFETY:
-            // - the page is readable on this thread for the duration of this closure (the window or the
-            //   read-only protection opened around it) and holds the cipher written by `new`;
-            // - nothing writes it meanwhile (only `new` and `destroy` do, the latter under the mutex the caller
-            //   holds); the reference does not outlive the closure.
-            unsafe { &*self.region.as_ptr().cast::<Aes256Gcm>() }.clone()
-        };
+    /// Runs `f` with the expanded cipher. With a protection key, `f` reads it in place: the page is readable
+    /// on this thread only, for the duration of `f`, and no copy is made. Otherwise the page is readable for
+    /// a copy onto the private stack, and `f` runs on the copy. Call on the private stack.
+    fn with_cipher<R>(&self, f: impl FnOnce(&Aes256Gcm) -> R) -> Result<R> {
+        let cipher = self.region.as_ptr().cast::<Aes256Gcm>();
         match self.pkey {
-            Some(pkey) => Ok(pkey.with_access(copy)),
+            // SAFETY:
+            // - the page is readable on this thread for the duration of this closure (the window opened around
+            //   it) and holds the cipher written by `new`;
+            // - nothing writes it meanwhile (only `new` and `destroy` do, the latter under the write lock, which
+            //   excludes the read lock the caller holds); the reference does not outlive the closure.
+            Some(pkey) => Ok(pkey.with_access(|| f(unsafe { &*cipher }))),
             None => {
+                let copying = self.copying.lock().unwrap_or_else(PoisonError::into_inner);
                 self.region.protect(Protection::ReadOnly)?;
-                let cipher = copy();
+                // SAFETY: as above, with the page read-only (for every thread) for exactly this copy, which
+                // `copying` keeps from overlapping another.
+                let copy = unsafe { &*cipher }.clone();
                 self.region.protect(Protection::NoAccess)?;
-                Ok(cipher)
+                drop(copying);
+                Ok(f(&copy))
             }
         }
     }
@@ -129,10 +141,11 @@ impl KeyPage {
     }
 }
 
-static KEY: PerProcess<Mutex<Option<KeyPage>>> = PerProcess::new(|| Mutex::new(None));
+/// Read-locked by every operation under the key, write-locked to make or destroy it.
+static KEY: PerProcess<RwLock<Option<KeyPage>>> = PerProcess::new(|| RwLock::new(None));
 
-fn key() -> MutexGuard<'static, Option<KeyPage>> {
-    KEY.get().lock().unwrap_or_else(PoisonError::into_inner)
+fn key() -> RwLockReadGuard<'static, Option<KeyPage>> {
+    KEY.get().read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The next identity: never repeats in this process (nor in a forked child, which continues the count under a
@@ -156,23 +169,26 @@ pub fn key_protection() -> KeyProtection {
     }
 }
 
-/// Builds the cipher under the process key (making the key if there is none). Call on the private stack.
-fn cipher() -> Result<Aes256Gcm> {
-    let mut key = key();
-    if key.is_none() {
-        *key = Some(KeyPage::new()?);
-    }
-    match &*key {
-        Some(page) => page.cipher(),
-        None => Err(Error::Destroyed),
+/// Runs `f` with the cipher under the process key, making the key first if there is none. Call on the private
+/// stack.
+fn with_cipher<R>(f: impl FnOnce(&Aes256Gcm) -> R) -> Result<R> {
+    let mut f = Some(f);
+    loop {
+        if let Some(page) = &*key() {
+            return page.with_cipher(f.take().expect("runs once: the loop returns"));
+        }
+        let mut slot = KEY.get().write().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(KeyPage::new()?);
+        }
     }
 }
 
-/// Builds the cipher under the existing process key; never makes a key: without one, whatever was sealed was
-/// sealed under a key destroyed since ([`Error::Destroyed`]). Call on the private stack.
-fn opening_cipher() -> Result<Aes256Gcm> {
+/// Runs `f` with the cipher under the existing process key; never makes a key: without one, whatever was
+/// sealed was sealed under a key destroyed since ([`Error::Destroyed`]). Call on the private stack.
+fn with_opening_cipher<R>(f: impl FnOnce(&Aes256Gcm) -> R) -> Result<R> {
     match &*key() {
-        Some(page) => page.cipher(),
+        Some(page) => page.with_cipher(f),
         None => Err(Error::Destroyed),
     }
 }
@@ -196,9 +212,9 @@ fn binding(id: u64, len: usize) -> ([u8; 12], [u8; 16]) {
 pub fn seal_in_place(id: u64, data: &mut [u8]) -> Result<[u8; TAG_LEN]> {
     secure_stack::run_at(secure_stack::Depth::Shallow, || {
         let (nonce, ad) = binding(id, data.len());
-        let tag = cipher()?
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, data)
-            .map_err(|_| Error::InvalidLength { len: data.len() })?;
+        let tag =
+            with_cipher(|c| c.encrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, data))?
+                .map_err(|_| Error::InvalidLength { len: data.len() })?;
         Ok(tag.into())
     })?
 }
@@ -213,18 +229,19 @@ pub fn seal_in_place(id: u64, data: &mut [u8]) -> Result<[u8; TAG_LEN]> {
 pub fn open_in_place(id: u64, tag: &[u8; TAG_LEN], data: &mut [u8]) -> Result<()> {
     let opened = secure_stack::run_at(secure_stack::Depth::Shallow, || {
         let (nonce, ad) = binding(id, data.len());
-        opening_cipher()?
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, data, Tag::from_slice(tag))
-            .map_err(|_| {
-                // An identity handed out before the last destroy may have been sealed under the destroyed key
-                // (such items are being purged); any later one was sealed under the current key, so it was
-                // altered or belongs to another item.
-                if id < DESTROYED_BELOW.load(Ordering::SeqCst) {
-                    Error::Destroyed
-                } else {
-                    Error::DecryptionFailed
-                }
-            })
+        with_opening_cipher(|c| {
+            c.decrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, data, Tag::from_slice(tag))
+        })?
+        .map_err(|_| {
+            // An identity handed out before the last destroy may have been sealed under the destroyed key
+            // (such items are being purged); any later one was sealed under the current key, so it was
+            // altered or belongs to another item.
+            if id < DESTROYED_BELOW.load(Ordering::SeqCst) {
+                Error::Destroyed
+            } else {
+                Error::DecryptionFailed
+            }
+        })
     })
     .and_then(|r| r);
     if opened.is_err() {
@@ -250,8 +267,7 @@ pub fn seal_random(id: u64, out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         let plain = &mut buf[..out.len()];
         let result = getrandom::fill(plain).map_err(Error::from).and_then(|()| {
             let (nonce, ad) = binding(id, plain.len());
-            cipher()?
-                .encrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, plain)
+            with_cipher(|c| c.encrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, plain))?
                 .map_err(|_| Error::InvalidLength { len: plain.len() })
         });
         let tag = result.map(|tag| {
@@ -269,10 +285,10 @@ pub(crate) fn destroy() {
     let Some(key) = KEY.get_if_built() else {
         return;
     };
-    let mut slot = key.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut slot = key.write().unwrap_or_else(PoisonError::into_inner);
     let page = slot.take();
     if page.is_some() {
-        // Under the key's mutex, so no seal under the destroyed key can follow: every identity handed out from
+        // Under the key's write lock, so no seal under the destroyed key can follow: every identity handed out from
         // here on is sealed under a later key.
         DESTROYED_BELOW.store(NEXT_ID.load(Ordering::SeqCst), Ordering::SeqCst);
     }
@@ -287,7 +303,7 @@ pub(crate) fn destroy() {
 /// The address of the key's page while a key exists, for tests that read it to prove it faults.
 pub fn key_address() -> Option<usize> {
     let key = KEY.get_if_built()?;
-    let page = key.lock().unwrap_or_else(PoisonError::into_inner);
+    let page = key.read().unwrap_or_else(PoisonError::into_inner);
     page.as_ref().map(|p| p.region.as_ptr() as usize)
 }
 
