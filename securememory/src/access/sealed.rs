@@ -6,10 +6,10 @@ use std::cell::UnsafeCell;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use memcall::{LockMode, Protection, Region};
+use memcall::{LockMode, Protection};
 
 use super::pages::{DestroyFailed, Pages};
-use super::scratch;
+use super::scratch::{self, Scratch};
 use crate::error::{Error, Result};
 use crate::mg::sealing::{self, TAG_LEN};
 
@@ -25,23 +25,6 @@ pub struct SealedPages {
     id_required: u64,
     /// The open window's scratch region (a `Box<Scratch>` turned into a raw pointer), null while closed.
     window: AtomicPtr<Scratch>,
-}
-
-struct Scratch {
-    region: Region,
-    locked: bool,
-    /// Wiped and made no-access under its readers by a purge: freed (never cached) when the window closes.
-    purged: std::sync::atomic::AtomicBool,
-}
-
-impl Scratch {
-    /// Gives the region back: freed when a purge wiped it, cached otherwise. `used`: the plaintext length.
-    fn release(self, used: usize) -> memcall::Result<()> {
-        if self.purged.load(Ordering::Acquire) {
-            return self.region.free().map_err(|e| e.error);
-        }
-        scratch::give(self.region, self.locked, used)
-    }
 }
 
 // SAFETY:
@@ -102,12 +85,12 @@ impl SealedPages {
         if len == 0 {
             return Err(Error::InvalidLength { len });
         }
-        let (mut region, locked) = scratch::take(len, lock_mode).map_err(Error::Memory)?;
+        let mut scratch = scratch::take(len, lock_mode).map_err(Error::Memory)?;
         let id = sealing::next_id();
         let sealed = {
-            // SAFETY: a scratch region from `take` is read-write, and `region` is owned here: no other slice
-            // of it exists.
-            let plain = &mut unsafe { region.as_mut_slice() }[..len];
+            // SAFETY: a scratch region from `take` is read-write, and it is owned here: no other slice of it
+            // exists.
+            let plain = &mut unsafe { scratch.region.as_mut_slice() }[..len];
             fill(plain).and_then(|()| {
                 let tag = sealing::seal_in_place(id, plain).map_err(Error::Memguard)?;
                 let mut sealed = vec![0u8; TAG_LEN + len].into_boxed_slice();
@@ -116,7 +99,7 @@ impl SealedPages {
                 Ok(sealed)
             })
         };
-        let released = scratch::give(region, locked, len).map_err(Error::Memory);
+        let released = scratch::give(scratch, len).map_err(Error::Memory);
         match (sealed, released) {
             (Ok(sealed), Ok(())) => Ok(SealedPages::from_parts(sealed, id, lock_mode)),
             (Err(e), Ok(())) => Err(e),
@@ -218,8 +201,7 @@ impl Drop for SealedPages {
             // SAFETY: a non-null window pointer came from `Box::into_raw` in `open_window` and was not taken
             // back (swapped out) since; `&mut self` makes this the only owner.
             let scratch = unsafe { Box::from_raw(window) };
-            let used = self.len();
-            if let Err(e) = scratch.release(used) {
+            if let Err(e) = scratch::give(scratch, self.len()) {
                 log::error!("releasing a sealed secret's scratch region failed: {e}");
             }
         }
@@ -245,12 +227,16 @@ impl Pages for SealedPages {
         }
         let len = self.len();
         // A full memlock limit is `Error::Memory` holding `LockLimit`, which names the limit and how to raise it.
-        let (mut region, locked) = scratch::take(len, self.lock_mode()).map_err(Error::Memory)?;
+        let mut scratch = scratch::take(len, self.lock_mode()).map_err(Error::Memory)?;
         let opened = {
             // SAFETY: `take` returns a read-write region owned here; the sealed bytes are only written under
             // the access state's mutex, which the caller holds.
-            let (plain, sealed) =
-                unsafe { (&mut region.as_mut_slice()[..len], self.sealed_bytes()) };
+            let (plain, sealed) = unsafe {
+                (
+                    &mut scratch.region.as_mut_slice()[..len],
+                    self.sealed_bytes(),
+                )
+            };
             plain.copy_from_slice(&sealed[TAG_LEN..]);
             let tag: &[u8; TAG_LEN] = sealed[..TAG_LEN].try_into().expect("16-byte tag");
             sealing::open_in_place(self.id(), tag, plain)
@@ -263,7 +249,7 @@ impl Pages for SealedPages {
                 crate::mg::Error::Destroyed => Error::Closed,
                 other => Error::Memguard(other),
             };
-            return match scratch::give(region, locked, len) {
+            return match scratch::give(scratch, len) {
                 Ok(()) => Err(error),
                 Err(cleanup) => Err(Error::Cleanup {
                     error: Box::new(error),
@@ -271,12 +257,7 @@ impl Pages for SealedPages {
                 }),
             };
         }
-        let scratch = Box::into_raw(Box::new(Scratch {
-            region,
-            locked,
-            purged: std::sync::atomic::AtomicBool::new(false),
-        }));
-        self.window.store(scratch, Ordering::Release);
+        self.window.store(Box::into_raw(scratch), Ordering::Release);
         Ok(())
     }
 
@@ -288,19 +269,16 @@ impl Pages for SealedPages {
         // SAFETY: the pointer came from `Box::into_raw` in `open_window`, and the swap above made this call its
         // only owner.
         let mut scratch = unsafe { Box::from_raw(window) };
-        if scratch.purged.load(Ordering::Acquire) {
-            // Already wiped and no-access; it goes, like the secret.
-            return scratch.release(self.len()).map(|()| None);
-        }
-        if retire {
+        if retire && !scratch.purged.load(Ordering::Acquire) {
             // Something may still point into it: wiped and no-access, never reused.
             // SAFETY: read-write until now, and no reader remains (the window is closing).
             memcall::wipe_bytes(unsafe { scratch.region.as_mut_slice() });
             let sealed = scratch.region.protect(Protection::NoAccess);
-            let kept: Box<dyn Any + Send> = Box::new(scratch.region);
+            let kept: Box<dyn Any + Send> = scratch;
             return sealed.map(|()| Some(kept));
         }
-        scratch.release(self.len()).map(|()| None)
+        // A purged region is freed by `give`, like the secret.
+        scratch::give(scratch, self.len()).map(|()| None)
     }
 
     unsafe fn data(&self) -> &[u8] {
