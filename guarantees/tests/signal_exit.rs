@@ -1,6 +1,6 @@
 //! A caught SIGINT or SIGTERM ends the process promptly even while a closure runs for a long time on another
 //! thread (a slow KMS or TLS call): the exit path waits at most `memguard::PURGE_GRACE` for it, wipes its
-//! secret under it, and exits with `memguard::SIGNAL_EXIT_CODE`. A purge item registered last scans the whole
+//! secret under it (a sealed secret's scratch copy too), and exits with `memguard::SIGNAL_EXIT_CODE`. A purge item registered last scans the whole
 //! process once every secret has been purged: no marker may remain.
 #![cfg(target_os = "linux")]
 
@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use guarantees::core_file::{self, MarkerSet};
 use guarantees::proc_stats;
 use guarantees::{Scenario, Watchdog};
-use securememory::{MemguardSecretFactory, ProtectedMemorySecretFactory, SecretFactory};
+use securememory::{
+    MemguardSecretFactory, ProtectedMemorySecretFactory, SealedSecretFactory, SecretFactory,
+};
 
 const MARKERS_VAR: &str = "GUARANTEES_MARKERS";
 const ENTRY_VAR: &str = "GUARANTEES_SIGNAL_ENTRY";
@@ -36,8 +38,10 @@ fn hold_and_wait() -> Outcome {
         .collect();
     let mut sources: Vec<Vec<u8>> = markers.iter().map(|h| core_file::unhex(h)).collect();
     let busy = Arc::new(ProtectedMemorySecretFactory::new().new(&mut sources[0])?);
-    let idle_pm = ProtectedMemorySecretFactory::new().new(&mut sources[1])?;
-    let idle_mg = MemguardSecretFactory::new().new(&mut sources[2])?;
+    // A sealed secret's plaintext exists only in its scratch copy while a closure runs: the exit must wipe it.
+    let busy_sealed = Arc::new(SealedSecretFactory::new().new(&mut sources[1])?);
+    let idle_pm = ProtectedMemorySecretFactory::new().new(&mut sources[2])?;
+    let idle_mg = MemguardSecretFactory::new().new(&mut sources[3])?;
     let mut buffer_source = sources.pop().ok_or("no source")?;
     let buffer = memguard::LockedBuffer::from_bytes(&mut buffer_source)?;
     let scan = Arc::new(ScanOnPurge(MarkerSet::from_hex(&markers)));
@@ -52,8 +56,15 @@ fn hold_and_wait() -> Outcome {
                 Ok(())
             });
         });
+        let busy_sealed = Arc::clone(&busy_sealed);
+        std::thread::spawn(move || {
+            let _ = busy_sealed.with_bytes(|_| {
+                std::thread::sleep(Duration::from_secs(20));
+                Ok(())
+            });
+        });
     }
-    while busy.accessors() == 0 {
+    while busy.accessors() == 0 || busy_sealed.accessors() == 0 {
         std::thread::yield_now();
     }
     let before = proc_stats::scan_own_memory(&scan.0).len();
@@ -82,7 +93,7 @@ fn child_entry() {
 
 fn signal_ends_the_process_promptly(entry: &str, signal: i32) {
     let _watchdog = Watchdog::start(Duration::from_secs(90), "signal while a closure runs");
-    let markers: Vec<String> = (0..4).map(|_| core_file::random_hex(32)).collect();
+    let markers: Vec<String> = (0..5).map(|_| core_file::random_hex(32)).collect();
     let mut child = guarantees::run_child("hold_and_wait")
         .env(MARKERS_VAR, markers.join(","))
         .env(ENTRY_VAR, entry)

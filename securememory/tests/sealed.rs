@@ -515,6 +515,34 @@ fn forked_child_refuses_the_parents_secrets_and_makes_new_ones() {
     assert!(out.contains("grandchild ok"), "{out}");
 }
 
+/// Forks once more: the new child makes, reads and closes a sealed secret. Whether it did.
+#[cfg(unix)]
+fn second_generation_works() -> bool {
+    // SAFETY: the calling process has one thread (a forked child of a one-thread test), so no lock is held
+    // by a thread that the new child lacks.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: the new child's own watchdog (alarms are not inherited).
+        unsafe { libc::alarm(30) };
+        let ok = SealedSecretFactory::new()
+            .new(&mut pattern(24, 9))
+            .and_then(|s| {
+                let read = s.with_bytes(|b| Ok(b == &pattern(24, 9)[..]))?;
+                s.close()?;
+                Ok(read)
+            })
+            .unwrap_or(false);
+        // SAFETY: ends the forked child without running the parent's atexit handlers.
+        unsafe { libc::_exit(i32::from(!ok)) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child (or -1, which waitpid refuses); `status` is a valid out pointer.
+    pid > 0
+        && unsafe { libc::waitpid(pid, &mut status, 0) } == pid
+        && libc::WIFEXITED(status)
+        && libc::WEXITSTATUS(status) == 0
+}
+
 #[cfg(unix)]
 fn fork_scenario() {
     // SAFETY: `alarm` has no preconditions; SIGALRM's default action ends a hung child.
@@ -530,6 +558,9 @@ fn fork_scenario() {
         // SAFETY: as above (the grandchild's own watchdog: alarms are not inherited).
         unsafe { libc::alarm(30) };
         let mut failures = Vec::new();
+        if securememory::sealed::cached_scratch_bytes() != 0 {
+            failures.push("the child started with the parent's scratch cache");
+        }
         if !matches!(s.with_bytes(|_| Ok(())), Err(Error::Forked)) {
             failures.push("with_bytes on the parent's secret was not refused");
         }
@@ -557,6 +588,11 @@ fn fork_scenario() {
         match SealedSecretFactory::new().create_random(32) {
             Ok(r) if r.with_bytes(|b| Ok(b.len())).ok() == Some(32) => {}
             _ => failures.push("a new random secret did not work in the child"),
+        }
+        // A second generation (the key and the protection key are per process, inherited by nobody) works
+        // the same way.
+        if !second_generation_works() {
+            failures.push("a sealed secret did not work in a second forked generation");
         }
         // Dropping the parent's secrets in the child is quiet and touches nothing of the parent's.
         drop(s);
