@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::race::{self, Workload};
-use common::{ensure, pattern_secret, run_reporting, trimmed_footprint, Flavour};
+use common::{
+    ensure, ensure_library_back, pattern_secret, run_reporting, trimmed_footprint, Flavour,
+};
 use guarantees::{Scenario, Watchdog};
 use securememory::{Secret, SecretExtensions};
 
@@ -58,13 +60,7 @@ fn races() -> Result<(), Box<dyn std::error::Error>> {
             base.locked
         )
     })?;
-    let changes = end.library_changes_since(&base);
-    ensure(changes.is_empty(), || {
-        format!(
-            "after closing everything: {}; footprint {base:?} -> {end:?}",
-            changes.join("; ")
-        )
-    })?;
+    ensure_library_back(&base, &end, "after closing everything")?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::race::{self, Tally, Workload, READERS};
-use common::{ensure, run_reporting, sealed_pattern, trimmed_footprint};
+use common::{ensure, ensure_library_back, run_reporting, sealed_pattern, trimmed_footprint};
 use guarantees::{Scenario, Watchdog};
 use securememory::sealed::{cached_scratch_bytes, SealedSecret};
 use securememory::Secret;
@@ -62,13 +62,7 @@ fn races() -> Result<(), Box<dyn std::error::Error>> {
             cached_scratch_bytes()
         )
     })?;
-    let changes = end.library_changes_since(&base);
-    ensure(changes.is_empty(), || {
-        format!(
-            "after closing everything: {}; footprint {base:?} -> {end:?}",
-            changes.join("; ")
-        )
-    })?;
+    ensure_library_back(&base, &end, "after closing everything")?;
     Ok(())
 }
 

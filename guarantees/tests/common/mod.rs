@@ -149,6 +149,18 @@ pub fn trimmed_footprint() -> Footprint {
     Footprint::now()
 }
 
+/// Returns `Err` naming every change in what the library maps or locks from `base` to `end` (see
+/// [`Footprint::library_changes_since`]), `when` saying when `end` was taken.
+pub fn ensure_library_back(base: &Footprint, end: &Footprint, when: &str) -> Result<(), String> {
+    let changes = end.library_changes_since(base);
+    ensure(changes.is_empty(), || {
+        format!(
+            "{when}: {}; footprint {base:?} -> {end:?}",
+            changes.join("; ")
+        )
+    })
+}
+
 /// Everything the tests hold secrets in: a secret of either flavour, or a `memguard` locked buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
