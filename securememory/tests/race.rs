@@ -99,13 +99,11 @@ fn mixed_concurrent_close<F: Flavour>() {
     });
 }
 
-for_both_flavours!(
-    with_bytes_concurrent_close,
-    reader_concurrent_close,
-    mixed_concurrent_close
-);
-for_sealed_too!(
-    with_bytes_concurrent_close,
-    reader_concurrent_close,
-    mixed_concurrent_close
+for_flavours!(
+    every: [
+        with_bytes_concurrent_close,
+        reader_concurrent_close,
+        mixed_concurrent_close
+    ],
+    page_backed: [],
 );

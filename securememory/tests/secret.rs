@@ -1,5 +1,6 @@
 //! Go's `protectedmemory/secret_test.go` (24 tests) and `memguard/secret_test.go` (18 tests), by behaviour,
-//! for both flavours; plus what Go lacks (close inside access, panic safety, purge, locking policy).
+//! for both page-backed flavours and, where it has the behaviour, the sealed one; plus what Go lacks (close
+//! inside access, panic safety, purge, locking policy).
 
 mod common;
 
@@ -403,50 +404,34 @@ fn debug_output_has_no_secret_bytes<F: Flavour>() {
     assert!(!inside.contains("hunter2"), "{inside}");
 }
 
-for_both_flavours!(
-    with_bytes_round_trip,
-    with_bytes_on_closed_is_error_and_action_not_called,
-    with_bytes_func_round_trip,
-    with_bytes_func_on_closed_is_error_and_action_not_called,
-    is_closed_after_close,
-    redundant_close_is_ok,
-    new_rejects_empty_and_copies_then_wipes_source,
-    new_copies_exactly_at_page_boundaries,
-    create_random_has_requested_size,
-    create_random_rejects_zero_and_absurd_sizes,
-    creation_protect_failure_cleans_up_and_combines_errors,
-    read_only_switch_failure_leaves_counter_and_skips_action,
-    no_access_switch_failure_decrements_and_combines_with_action_error,
-    action_error_passes_through,
-    nested_access_works,
-    close_inside_own_access_is_an_error_not_a_deadlock,
-    panic_in_closure_reprotects_and_releases,
-    close_waits_for_running_closures,
-    drop_closes,
-    protections_report,
-    lock_failure_required_is_error_best_effort_is_reported,
-    dyn_secret_works,
-    debug_output_has_no_secret_bytes,
-);
-
 // The sealed flavour has no pages of its own to protect, lock or report (its scratch pages are proven in
-// `sealed.rs` and `guarantees/tests/sealed_*.rs`): it runs every test above that is not about them.
-for_sealed_too!(
-    with_bytes_round_trip,
-    with_bytes_on_closed_is_error_and_action_not_called,
-    with_bytes_func_round_trip,
-    with_bytes_func_on_closed_is_error_and_action_not_called,
-    is_closed_after_close,
-    redundant_close_is_ok,
-    new_rejects_empty_and_copies_then_wipes_source,
-    new_copies_exactly_at_page_boundaries,
-    create_random_has_requested_size,
-    create_random_rejects_zero_and_absurd_sizes,
-    action_error_passes_through,
-    nested_access_works,
-    close_inside_own_access_is_an_error_not_a_deadlock,
-    panic_in_closure_reprotects_and_releases,
-    close_waits_for_running_closures,
-    dyn_secret_works,
-    debug_output_has_no_secret_bytes,
+// `sealed.rs` and `guarantees/tests/sealed_*.rs`).
+for_flavours!(
+    every: [
+        with_bytes_round_trip,
+        with_bytes_on_closed_is_error_and_action_not_called,
+        with_bytes_func_round_trip,
+        with_bytes_func_on_closed_is_error_and_action_not_called,
+        is_closed_after_close,
+        redundant_close_is_ok,
+        new_rejects_empty_and_copies_then_wipes_source,
+        new_copies_exactly_at_page_boundaries,
+        create_random_has_requested_size,
+        create_random_rejects_zero_and_absurd_sizes,
+        action_error_passes_through,
+        nested_access_works,
+        close_inside_own_access_is_an_error_not_a_deadlock,
+        panic_in_closure_reprotects_and_releases,
+        close_waits_for_running_closures,
+        dyn_secret_works,
+        debug_output_has_no_secret_bytes,
+    ],
+    page_backed: [
+        creation_protect_failure_cleans_up_and_combines_errors,
+        read_only_switch_failure_leaves_counter_and_skips_action,
+        no_access_switch_failure_decrements_and_combines_with_action_error,
+        drop_closes,
+        protections_report,
+        lock_failure_required_is_error_best_effort_is_reported,
+    ],
 );

@@ -149,12 +149,22 @@ macro_rules! for_both_flavours {
     };
 }
 
-/// Instantiates each generic test `fn name<F: Flavour>()` for the sealed flavour, in module `sealed`.
+/// As [`for_both_flavours!`], with the tests listed under `every` also instantiated for the sealed flavour
+/// (module `sealed`), and those under `page_backed` for the two page-backed flavours only (they are about pages
+/// of the secret's own, which a sealed secret does not have).
 #[macro_export]
-macro_rules! for_sealed_too {
-    ($($name:ident),* $(,)?) => {
+macro_rules! for_flavours {
+    (every: [$($every:ident),* $(,)?], page_backed: [$($paged:ident),* $(,)?] $(,)?) => {
+        mod protected_memory {
+            $( #[test] fn $every() { super::$every::<$crate::common::Pm>() } )*
+            $( #[test] fn $paged() { super::$paged::<$crate::common::Pm>() } )*
+        }
+        mod memguard {
+            $( #[test] fn $every() { super::$every::<$crate::common::Mg>() } )*
+            $( #[test] fn $paged() { super::$paged::<$crate::common::Mg>() } )*
+        }
         mod sealed {
-            $( #[test] fn $name() { super::$name::<$crate::common::Sealed>() } )*
+            $( #[test] fn $every() { super::$every::<$crate::common::Sealed>() } )*
         }
     };
 }
