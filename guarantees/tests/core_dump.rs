@@ -77,13 +77,7 @@ fn with_the_environment_opt_out_the_core_holds_no_secret() {
 /// snapshot taken through ptrace.
 #[test]
 fn a_gcore_snapshot_of_a_live_process_holds_no_secret() {
-    if !core_file::has_gdb() {
-        assert!(
-            std::env::var_os(core_file::SKIP_VAR).is_some(),
-            "gdb is not installed; install it or set {}=1 to skip",
-            core_file::SKIP_VAR
-        );
-        eprintln!("SKIPPED: gdb is not installed");
+    if !core_file::has_gdb_or_skip("the gcore snapshot") {
         return;
     }
     let params = params(Keep::Default);

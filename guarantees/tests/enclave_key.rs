@@ -194,7 +194,7 @@ fn scan_while_sealing() -> Outcome {
         for m in proc_stats::mappings() {
             // Where a copy can be written at run time: readable and writable mappings (heap, stacks, data,
             // anonymous memory). Read-only file mappings (code, constants) cannot receive one.
-            if !m.perms.starts_with("rw") || m.name.starts_with("[vvar") || m.name == "[vsyscall]" {
+            if !m.perms.starts_with("rw") || proc_stats::unreadable(&m) {
                 continue;
             }
             let flags = proc_stats::mapping_flags_at(m.start).map(|(_, f)| f);
@@ -202,7 +202,7 @@ fn scan_while_sealing() -> Outcome {
                 continue; // the library's protected pages: locked, no-dump
             }
             let mut buf = vec![0u8; m.end - m.start];
-            let n = read_at(&mem, &mut buf, m.start);
+            let n = proc_stats::read_fully(&mem, &mut buf, m.start);
             let hits = windows_that_open(&buf[..n], &[enclave.clone(), control.clone()]);
             buf.iter_mut().for_each(|b| *b = 0);
             if let Some(&(at, _)) = hits.iter().find(|&&(_, which)| which == 0) {
@@ -232,18 +232,6 @@ fn scan_while_sealing() -> Outcome {
         return Err(format!("only {seals} seals ran during the scans").into());
     }
     Ok(())
-}
-
-fn read_at(file: &std::fs::File, buf: &mut [u8], at: usize) -> usize {
-    use std::os::unix::fs::FileExt;
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], (at + done) as u64) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => done += n,
-        }
-    }
-    done
 }
 
 #[test]

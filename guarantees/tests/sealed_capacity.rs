@@ -20,7 +20,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ensure, is_pattern, sealed_pattern, xorshift};
+use common::{ensure, is_pattern, run_reporting, sealed_pattern, trimmed_footprint, xorshift};
 use guarantees::proc_stats::{self, Footprint};
 use guarantees::{Scenario, Watchdog};
 use memcall::Limit;
@@ -46,8 +46,7 @@ type Outcome = Result<(), Box<dyn std::error::Error>>;
 /// `VmLck`, the library's mappings and `VmRSS`, with the page caches trimmed first (what is compared is what
 /// live secrets hold, not what is cached for reuse).
 fn footprint() -> (Footprint, usize) {
-    memcall::pool::trim_all();
-    (Footprint::now(), proc_stats::mapping_count())
+    (trimmed_footprint(), proc_stats::mapping_count())
 }
 
 fn read_back(secrets: &[SealedSecret], rng: &mut u64) -> Result<(), String> {
@@ -230,12 +229,11 @@ fn child_entry() {
 }
 
 fn hold(count: usize) {
-    let outcome = guarantees::run_child("many_under_8_mib")
-        .env(COUNT_VAR, count.to_string())
-        .timeout(Duration::from_secs(900))
-        .run();
-    eprint!("{}", outcome.stderr);
-    outcome.assert_success();
+    run_reporting(
+        guarantees::run_child("many_under_8_mib")
+            .env(COUNT_VAR, count.to_string())
+            .timeout(Duration::from_secs(900)),
+    );
 }
 
 #[test]
@@ -254,9 +252,5 @@ fn twenty_thousand_sealed_secrets_live_under_an_8_mib_lock_limit_without_cap_ipc
 
 #[test]
 fn nested_windows_at_the_lock_limit_fail_typed_and_give_everything_back() {
-    let outcome = guarantees::run_child("scratch_at_the_limit")
-        .timeout(Duration::from_secs(300))
-        .run();
-    eprint!("{}", outcome.stderr);
-    outcome.assert_success();
+    run_reporting(guarantees::run_child("scratch_at_the_limit").timeout(Duration::from_secs(300)));
 }

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use common::ensure;
 use guarantees::core_file::{self, decode_hex_into, MarkerSet};
 use guarantees::proc_stats;
+// The shapes of the page-backed core proof: sub-page, page-sized and multi-page secrets, the marker at the
+// start, the middle or the end.
+use guarantees::scenarios::core::shape;
 use guarantees::Scenario;
 use securememory::sealed::{SealedSecret, SealedSecretFactory};
 use securememory::{Secret, SecretFactory};
@@ -37,18 +40,6 @@ const READY: &str = "holding every sealed secret, ready for a snapshot";
 const PARTS: &str = "SEALED-PARTS";
 
 type Outcome = Result<(), Box<dyn std::error::Error>>;
-
-/// Length and marker offset of secret `i`: sub-page, page-sized and multi-page secrets, the marker at the
-/// start, the middle or the end.
-fn shape(i: usize) -> (usize, usize) {
-    let len = [32, 33, 100, 4096, 5000, 9000, 64][i % 7];
-    let offset = match i % 3 {
-        0 => 0,
-        1 => (len - 32) / 2,
-        _ => len - 32,
-    };
-    (len, offset)
-}
 
 /// False for a 32-byte window in which one byte value occurs 7 times or more. A uniformly random key does so
 /// with probability below 256 · C(32,7) · 256^-7 ≈ 1.2 · 10^-8, so skipping such windows cannot hide the key;
@@ -336,13 +327,7 @@ fn judge(core: &[u8], markers: &[String], control: &str, stdout: &str) {
 
 #[test]
 fn a_gcore_snapshot_holds_no_sealed_plaintext_and_no_key() {
-    if !core_file::has_gdb() {
-        assert!(
-            std::env::var_os(core_file::SKIP_VAR).is_some(),
-            "gdb is not installed; install it or set {}=1 to skip",
-            core_file::SKIP_VAR
-        );
-        eprintln!("SKIPPED: gdb is not installed");
+    if !core_file::has_gdb_or_skip("the gcore snapshot") {
         return;
     }
     let markers: Vec<String> = (0..SECRETS).map(|_| core_file::random_hex(32)).collect();

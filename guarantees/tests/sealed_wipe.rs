@@ -14,8 +14,6 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
-
 use common::ensure;
 use guarantees::core_file::{self, decode_hex_into, MarkerSet};
 use guarantees::proc_stats;
@@ -133,16 +131,16 @@ fn scan_with(set: &MarkerSet, buf: &mut [u8]) -> Vec<(usize, proc_stats::Mapping
     let step = buf.len() - 31;
     let mut hits = Vec::new();
     for m in proc_stats::mappings() {
-        if m.name.starts_with("[vvar") || m.name == "[vsyscall]" {
+        if proc_stats::unreadable(&m) {
             continue;
         }
         let mut found = vec![false; set.len()];
-        for (start, end) in backed_runs(&pagemap, &m, page) {
+        for (start, end) in proc_stats::backed_runs(&pagemap, &m, page) {
             for (from, to) in [(start, end.min(own.0)), (start.max(own.1), end)] {
                 let mut at = from;
                 while at < to {
                     let want = (to - at).min(buf.len());
-                    let n = read_fully(&mem, &mut buf[..want], at);
+                    let n = proc_stats::read_fully(&mem, &mut buf[..want], at);
                     set.scan(&buf[..n], &mut found);
                     if n < want || at + want >= to {
                         break;
@@ -155,41 +153,6 @@ fn scan_with(set: &MarkerSet, buf: &mut [u8]) -> Vec<(usize, proc_stats::Mapping
     }
     memcall::wipe_bytes(buf);
     hits
-}
-
-/// The address ranges of `m` whose pages are resident or swapped out, coalesced.
-fn backed_runs(
-    pagemap: &std::fs::File,
-    m: &proc_stats::Mapping,
-    page: usize,
-) -> Vec<(usize, usize)> {
-    const PRESENT_OR_SWAPPED: u64 = 3 << 62;
-    let mut entries = vec![0u8; (m.end - m.start) / page * 8];
-    let n = read_fully(pagemap, &mut entries, m.start / page * 8);
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for (i, entry) in entries[..n].chunks_exact(8).enumerate() {
-        let word = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
-        if word & PRESENT_OR_SWAPPED == 0 {
-            continue;
-        }
-        let addr = m.start + i * page;
-        match runs.last_mut() {
-            Some(run) if run.1 == addr => run.1 = addr + page,
-            _ => runs.push((addr, addr + page)),
-        }
-    }
-    runs
-}
-
-fn read_fully(file: &std::fs::File, buf: &mut [u8], at: usize) -> usize {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], (at + done) as u64) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => done += n,
-        }
-    }
-    done
 }
 
 fn scan(set: &MarkerSet, buf: &mut [u8]) -> Vec<String> {

@@ -247,13 +247,7 @@ fn peekdata(pid: u32, addr: usize, len: usize) -> Result<Vec<u8>, String> {
 }
 
 fn snapshot(pid: u32, marker: &str, control: &str, dir: &Path) -> Option<(bool, bool)> {
-    if !core_file::has_gdb() {
-        assert!(
-            std::env::var_os(core_file::SKIP_VAR).is_some(),
-            "gdb is not installed; install it or set {}=1 to skip",
-            core_file::SKIP_VAR
-        );
-        eprintln!("SKIPPED (gcore only): gdb is not installed");
+    if !core_file::has_gdb_or_skip("gcore only") {
         return None;
     }
     let path = dir.join("snapshot");

@@ -154,6 +154,23 @@ pub fn has_gdb() -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("gdb").is_file()))
 }
 
+/// True when gdb (for [`gcore`]) is on `PATH`; false, said on stderr, when it is not and [`SKIP_VAR`] asks
+/// for the skip. Never passes silently, like [`file_pattern_or_skip`]; `skipped` names what is skipped.
+///
+/// # Panics
+/// When gdb is not installed and the skip was not asked for.
+pub fn has_gdb_or_skip(skipped: &str) -> bool {
+    if has_gdb() {
+        return true;
+    }
+    assert!(
+        std::env::var_os(SKIP_VAR).is_some(),
+        "gdb is not installed; install it or set {SKIP_VAR}=1 to skip"
+    );
+    eprintln!("SKIPPED ({skipped}): gdb is not installed");
+    false
+}
+
 /// `len` random bytes from the OS, hex-encoded.
 ///
 /// # Panics

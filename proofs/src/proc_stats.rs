@@ -218,8 +218,8 @@ impl Footprint {
     }
 }
 
-/// Pseudo-mappings that `/proc/self/mem` cannot or need not read.
-fn unreadable(m: &Mapping) -> bool {
+/// True for the pseudo-mappings that `/proc/self/mem` cannot or need not read (`[vvar…]`, `[vsyscall]`).
+pub fn unreadable(m: &Mapping) -> bool {
     m.name.starts_with("[vvar") || m.name == "[vsyscall]"
 }
 
@@ -262,8 +262,10 @@ fn page_size() -> usize {
     usize::try_from(size).unwrap_or(4096)
 }
 
-/// The address ranges of `m` whose pages are resident or swapped out, coalesced into runs.
-fn backed_runs(pagemap: &File, m: &Mapping, page: usize) -> Vec<(usize, usize)> {
+/// The address ranges of `m` whose pages are resident or swapped out, coalesced into runs, read from
+/// `pagemap` (`/proc/self/pagemap`, open) for pages of `page` bytes. The others have never been written and
+/// read as zeros, so a scan of memory can skip them.
+pub fn backed_runs(pagemap: &File, m: &Mapping, page: usize) -> Vec<(usize, usize)> {
     const PRESENT: u64 = 1 << 63;
     const SWAPPED: u64 = 1 << 62;
     let pages = (m.end - m.start) / page;
@@ -285,11 +287,12 @@ fn backed_runs(pagemap: &File, m: &Mapping, page: usize) -> Vec<(usize, usize)> 
     runs
 }
 
-/// Reads as much of `[at, at + buf.len())` as the kernel gives; stops at the first unreadable byte.
-fn read_fully(mem: &File, buf: &mut [u8], at: usize) -> usize {
+/// Reads as much of `[at, at + buf.len())` of `file` (such as `/proc/self/mem`) as the kernel gives into
+/// `buf`, and returns how many bytes that was; stops at the first unreadable byte.
+pub fn read_fully(file: &File, buf: &mut [u8], at: usize) -> usize {
     let mut done = 0;
     while done < buf.len() {
-        match mem.read_at(&mut buf[done..], (at + done) as u64) {
+        match file.read_at(&mut buf[done..], (at + done) as u64) {
             Ok(0) | Err(_) => break,
             Ok(n) => done += n,
         }

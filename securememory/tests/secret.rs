@@ -1,12 +1,13 @@
 //! Go's `protectedmemory/secret_test.go` (24 tests) and `memguard/secret_test.go` (18 tests), by behaviour,
-//! for both flavours; plus what Go lacks (close inside access, panic safety, purge, locking policy).
+//! for both page-backed flavours and, where it has the behaviour, the sealed one; plus what Go lacks (close
+//! inside access, panic safety, purge, locking policy).
 
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{secret_of, Flavour, KEY};
+use common::{assert_platform_protections, assert_round_trip, pattern, secret_of, Flavour, KEY};
 use memcall::{fault, Op};
 use securememory::{Error, Locking, Secret, SecretExtensions, SecretFactory};
 
@@ -52,6 +53,7 @@ fn with_bytes_func_on_closed_is_error_and_action_not_called<F: Flavour>() {
         })
         .unwrap_err();
     assert_eq!(err.to_string(), "secret has already been destroyed");
+    assert!(err.is_closed(), "{err:?}");
     assert!(!called);
 }
 
@@ -84,24 +86,26 @@ fn new_rejects_empty_and_copies_then_wipes_source<F: Flavour>() {
 
 fn new_copies_exactly_at_page_boundaries<F: Flavour>() {
     let page = memcall::page_size();
-    for len in [1, 31, page - 1, page, page + 1, 3 * page] {
-        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
-        let s = secret_of::<F>(&data);
-        assert_eq!(s.len(), len);
-        s.with_bytes(|b| {
-            assert_eq!(b, &data[..]);
-            Ok(())
-        })
-        .unwrap();
+    for len in [1, 16, 31, 32, 33, page - 1, page, page + 1, 3 * page] {
+        assert_round_trip::<F>(&pattern(len, len as u8));
     }
 }
 
 fn create_random_has_requested_size<F: Flavour>() {
-    let s = F::factory().create_random(8).unwrap();
-    assert_eq!(s.len(), 8);
-    let s = F::factory().create_random(32).unwrap();
-    // 2^-256 chance of a false failure.
-    assert!(s.with_bytes(|b| Ok(b.iter().any(|&x| x != 0))).unwrap());
+    for size in [1, 8, 32, 4096, 4097, 100_000] {
+        let s = F::factory().create_random(size).unwrap();
+        assert_eq!(s.len(), size);
+        if size >= 32 {
+            // 2^-256 chance of a false failure.
+            assert!(s.with_bytes(|b| Ok(b.iter().any(|&x| x != 0))).unwrap());
+        }
+    }
+    let a = F::factory().create_random(32).unwrap();
+    let b = F::factory().create_random(32).unwrap();
+    assert_ne!(
+        a.with_bytes_func(|x| Ok(x.to_vec())).unwrap(),
+        b.with_bytes_func(|x| Ok(x.to_vec())).unwrap()
+    );
 }
 
 fn create_random_rejects_zero_and_absurd_sizes<F: Flavour>() {
@@ -111,7 +115,12 @@ fn create_random_rejects_zero_and_absurd_sizes<F: Flavour>() {
         let err = F::factory().create_random(size).unwrap_err();
         assert!(
             matches!(err, Error::InvalidLength { .. } | Error::Memory(_)),
-            "{err:?}"
+            "{size}: {err:?}"
+        );
+        let err = F::factory().create_with(size, &mut |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidLength { .. } | Error::Memory(_)),
+            "{size}: {err:?}"
         );
     }
 }
@@ -242,19 +251,25 @@ fn action_error_passes_through<F: Flavour>() {
     assert_eq!(s.with_bytes(|b| Ok(b.len())).unwrap(), 32);
 }
 
+/// Nested closures see the same bytes at the same address (for the sealed flavour: one decrypted copy).
 fn nested_access_works<F: Flavour>() {
     let s = secret_of::<F>(KEY);
-    let inner = s
+    let (outer_ptr, inner_ptr, inner_len) = s
         .with_bytes(|outer| {
             assert_eq!(F::accessors(&s), 1);
-            s.with_bytes(|inner| {
+            let (inner_ptr, inner_len) = s.with_bytes(|inner| {
                 assert_eq!(F::accessors(&s), 2);
                 assert_eq!(outer, inner);
-                Ok(inner.len())
-            })
+                assert_eq!(inner, KEY);
+                Ok((inner.as_ptr() as usize, inner.len()))
+            })?;
+            // The outer view is intact after the inner closure left.
+            assert_eq!(outer, KEY);
+            Ok((outer.as_ptr() as usize, inner_ptr, inner_len))
         })
         .unwrap();
-    assert_eq!(inner, 32);
+    assert_eq!(inner_len, 32);
+    assert_eq!(outer_ptr, inner_ptr, "a nested closure saw a second copy");
     assert_eq!(F::accessors(&s), 0);
 }
 
@@ -270,6 +285,7 @@ fn close_inside_own_access_is_an_error_not_a_deadlock<F: Flavour>() {
     .unwrap();
     assert!(other.is_closed());
     assert!(!s.is_closed());
+    assert!(s.with_bytes(|b| Ok(b == KEY)).unwrap());
     s.close().unwrap();
 }
 
@@ -337,19 +353,7 @@ fn protections_report<F: Flavour>() {
     let r = s.protections();
     assert!(r.locked);
     assert!(r.locked_bytes >= memcall::page_size());
-    #[cfg(not(windows))]
-    {
-        assert!(r.no_dump.is_applied());
-        assert!(r.no_fork.is_applied());
-        assert!(r.fork_detection);
-    }
-    // Windows has no fork and no per-region core-dump advice: the report says so instead of claiming them.
-    #[cfg(windows)]
-    {
-        assert_eq!(r.no_dump, memcall::Outcome::Unsupported, "{r}");
-        assert_eq!(r.no_fork, memcall::Outcome::Unsupported, "{r}");
-        assert!(!r.fork_detection, "{r}");
-    }
+    assert_platform_protections(&r);
     let text = r.to_string();
     assert!(text.contains("locked: yes"), "{text}");
 }
@@ -394,32 +398,40 @@ fn dyn_secret_works<F: Flavour>() {
 
 fn debug_output_has_no_secret_bytes<F: Flavour>() {
     let s = secret_of::<F>(b"hunter2-hunter2");
-    let text = format!("{s:?} {:?}", s.reader().unwrap());
+    let text = format!("{s:?} {:?} {:?}", s.reader().unwrap(), s.quarantine());
     assert!(!text.contains("hunter2"), "{text}");
+    let inside = s.with_bytes(|_| Ok(format!("{s:?}"))).unwrap();
+    assert!(!inside.contains("hunter2"), "{inside}");
 }
 
-for_both_flavours!(
-    with_bytes_round_trip,
-    with_bytes_on_closed_is_error_and_action_not_called,
-    with_bytes_func_round_trip,
-    with_bytes_func_on_closed_is_error_and_action_not_called,
-    is_closed_after_close,
-    redundant_close_is_ok,
-    new_rejects_empty_and_copies_then_wipes_source,
-    new_copies_exactly_at_page_boundaries,
-    create_random_has_requested_size,
-    create_random_rejects_zero_and_absurd_sizes,
-    creation_protect_failure_cleans_up_and_combines_errors,
-    read_only_switch_failure_leaves_counter_and_skips_action,
-    no_access_switch_failure_decrements_and_combines_with_action_error,
-    action_error_passes_through,
-    nested_access_works,
-    close_inside_own_access_is_an_error_not_a_deadlock,
-    panic_in_closure_reprotects_and_releases,
-    close_waits_for_running_closures,
-    drop_closes,
-    protections_report,
-    lock_failure_required_is_error_best_effort_is_reported,
-    dyn_secret_works,
-    debug_output_has_no_secret_bytes,
+// The sealed flavour has no pages of its own to protect, lock or report (its scratch pages are proven in
+// `sealed.rs` and `guarantees/tests/sealed_*.rs`).
+for_flavours!(
+    every: [
+        with_bytes_round_trip,
+        with_bytes_on_closed_is_error_and_action_not_called,
+        with_bytes_func_round_trip,
+        with_bytes_func_on_closed_is_error_and_action_not_called,
+        is_closed_after_close,
+        redundant_close_is_ok,
+        new_rejects_empty_and_copies_then_wipes_source,
+        new_copies_exactly_at_page_boundaries,
+        create_random_has_requested_size,
+        create_random_rejects_zero_and_absurd_sizes,
+        action_error_passes_through,
+        nested_access_works,
+        close_inside_own_access_is_an_error_not_a_deadlock,
+        panic_in_closure_reprotects_and_releases,
+        close_waits_for_running_closures,
+        dyn_secret_works,
+        debug_output_has_no_secret_bytes,
+    ],
+    page_backed: [
+        creation_protect_failure_cleans_up_and_combines_errors,
+        read_only_switch_failure_leaves_counter_and_skips_action,
+        no_access_switch_failure_decrements_and_combines_with_action_error,
+        drop_closes,
+        protections_report,
+        lock_failure_required_is_error_best_effort_is_reported,
+    ],
 );

@@ -2,8 +2,12 @@
 //! without a reference copy.
 #![allow(dead_code)]
 
+pub mod race;
+
 use std::sync::Arc;
 
+use guarantees::child::ChildRun;
+use guarantees::proc_stats::Footprint;
 use securememory::memguard::MemguardSecretFactory;
 use securememory::{ProtectedMemorySecretFactory, Secret, SecretFactory};
 
@@ -129,6 +133,32 @@ pub fn run_for(scenario: &str, flavour: Flavour) -> guarantees::ChildOutcome {
     guarantees::run_child(scenario)
         .env(FLAVOUR_VAR, flavour.name())
         .run()
+}
+
+/// Runs a child scenario, shows what it wrote to stderr (the figures a proof reports), and asserts it succeeded.
+pub fn run_reporting(child: ChildRun) {
+    let outcome = child.run();
+    eprint!("{}", outcome.stderr);
+    outcome.assert_success();
+}
+
+/// The footprint with every cache of locked pages (the scratch cache included) trimmed first: what is compared
+/// is what live secrets hold, not what is cached for reuse.
+pub fn trimmed_footprint() -> Footprint {
+    memcall::pool::trim_all();
+    Footprint::now()
+}
+
+/// Returns `Err` naming every change in what the library maps or locks from `base` to `end` (see
+/// [`Footprint::library_changes_since`]), `when` saying when `end` was taken.
+pub fn ensure_library_back(base: &Footprint, end: &Footprint, when: &str) -> Result<(), String> {
+    let changes = end.library_changes_since(base);
+    ensure(changes.is_empty(), || {
+        format!(
+            "{when}: {}; footprint {base:?} -> {end:?}",
+            changes.join("; ")
+        )
+    })
 }
 
 /// Everything the tests hold secrets in: a secret of either flavour, or a `memguard` locked buffer.

@@ -140,7 +140,13 @@ class ProtectedMemorySecretFactory:
 
 @final
 class MemguardSecretFactory:
-    """Makes secrets in guarded buffers: guard pages on both sides and a canary checked on close."""
+    """Makes secrets in guarded buffers: guard pages on both sides and a canary checked on close.
+
+    Its methods take the same arguments, raise the same errors and release the GIL the same way as
+    ``ProtectedMemorySecretFactory``'s, whose docstrings they share: ``new`` wipes ``source`` (and leaves it as it
+    was on any error), the readers write straight into the secret's pages, and ``from_env`` cannot wipe Python's
+    own ``os.environ`` copy.
+    """
 
     def __new__(
         cls,
@@ -148,57 +154,32 @@ class MemguardSecretFactory:
         best_effort_locking: bool = False,
         backing: Literal["anonymous", "secret_memory", "secret_memory_or_anonymous"] = "anonymous",
     ) -> Self: ...
-    def new(self, source: Buffer) -> Secret:
-        """Copies ``source`` into a new secret, then wipes ``source``; on any error ``source`` is left exactly as
-        it was (see ``ProtectedMemorySecretFactory.new``)."""
-
-    def create_random(self, size: int) -> Secret:
-        """A new secret of ``size`` bytes from the OS random generator."""
-
-    def from_file(self, path: str | os.PathLike[str], *, max_len: int = 1048576) -> Secret:
-        """Reads the file at ``path`` to its end straight into a new secret (see
-        ``ProtectedMemorySecretFactory.from_file``)."""
-
-    def from_fd(self, fd: int, *, max_len: int = 1048576) -> Secret:
-        """Reads the open file descriptor ``fd`` to its end straight into a new secret (see
-        ``ProtectedMemorySecretFactory.from_fd``)."""
-
-    def from_readable(self, readable: _ReadInto, size: int) -> Secret:
-        """A new secret of exactly ``size`` bytes written by ``readable.readinto`` (see
-        ``ProtectedMemorySecretFactory.from_readable``)."""
-
-    def from_env(self, name: str) -> Secret:
-        """Moves the environment variable ``name`` into a new secret and removes it; Python's own ``os.environ``
-        copy cannot be wiped (see ``ProtectedMemorySecretFactory.from_env``)."""
+    def new(self, source: Buffer) -> Secret: ...
+    def create_random(self, size: int) -> Secret: ...
+    def from_file(self, path: str | os.PathLike[str], *, max_len: int = 1048576) -> Secret: ...
+    def from_fd(self, fd: int, *, max_len: int = 1048576) -> Secret: ...
+    def from_readable(self, readable: _ReadInto, size: int) -> Secret: ...
+    def from_env(self, name: str) -> Secret: ...
 
 @final
 class SealedSecretFactory:
     """Makes sealed secrets: encrypted at rest in ordinary memory under a per-process key no thread can read at
-    rest, decrypted into locked scratch pages only while ``with_bytes`` runs; no locked memory per secret."""
+    rest, decrypted into locked scratch pages only while ``with_bytes`` runs; no locked memory per secret.
+
+    Its methods take the same arguments, raise the same errors and release the GIL the same way as
+    ``ProtectedMemorySecretFactory``'s, whose docstrings they share. What differs is where the bytes go: ``new``
+    encrypts a copy of ``source`` (then wipes ``source``), ``create_random`` and the readers (``from_file``,
+    ``from_fd``, ``from_readable``, ``from_env``) put the plaintext in locked scratch pages and seal it from
+    there, so it exists in the clear only in locked memory.
+    """
 
     def __new__(cls, *, best_effort_locking: bool = False) -> Self: ...
-    def new(self, source: Buffer) -> Secret:
-        """Encrypts a copy of ``source`` into a new secret, then wipes ``source``; on any error ``source`` is left
-        exactly as it was (see ``ProtectedMemorySecretFactory.new``)."""
-
-    def create_random(self, size: int) -> Secret:
-        """A new secret of ``size`` random bytes, which exist in the clear only in locked memory."""
-
-    def from_file(self, path: str | os.PathLike[str], *, max_len: int = 1048576) -> Secret:
-        """Reads the file at ``path`` to its end into locked scratch pages and seals it (see
-        ``ProtectedMemorySecretFactory.from_file``)."""
-
-    def from_fd(self, fd: int, *, max_len: int = 1048576) -> Secret:
-        """Reads the open file descriptor ``fd`` to its end into locked scratch pages and seals it (see
-        ``ProtectedMemorySecretFactory.from_fd``)."""
-
-    def from_readable(self, readable: _ReadInto, size: int) -> Secret:
-        """A new secret of exactly ``size`` bytes written by ``readable.readinto`` (see
-        ``ProtectedMemorySecretFactory.from_readable``)."""
-
-    def from_env(self, name: str) -> Secret:
-        """Moves the environment variable ``name`` into a new secret and removes it (see
-        ``ProtectedMemorySecretFactory.from_env``)."""
+    def new(self, source: Buffer) -> Secret: ...
+    def create_random(self, size: int) -> Secret: ...
+    def from_file(self, path: str | os.PathLike[str], *, max_len: int = 1048576) -> Secret: ...
+    def from_fd(self, fd: int, *, max_len: int = 1048576) -> Secret: ...
+    def from_readable(self, readable: _ReadInto, size: int) -> Secret: ...
+    def from_env(self, name: str) -> Secret: ...
 
 @final
 class RawSecretReader:

@@ -5,7 +5,7 @@ use std::process::{Command, ExitStatus};
 
 use securememory::{
     Locking, MemguardSecret, MemguardSecretFactory, ProtectedMemorySecret,
-    ProtectedMemorySecretFactory, Secret, SecretFactory,
+    ProtectedMemorySecretFactory, ProtectionReport, Secret, SecretExtensions, SecretFactory,
 };
 
 pub const KEY: &[u8; 32] = b"thisismy32bytesecretthatiwilluse";
@@ -92,6 +92,49 @@ pub fn secret_of<F: Flavour>(bytes: &[u8]) -> F::Secret {
     F::factory().new(&mut source).expect("create secret")
 }
 
+/// Bytes `0..len` of a recognisable pattern (never zero, so a wiped copy is told apart).
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 7 + usize::from(seed) * 13) % 251) as u8 + 1)
+        .collect()
+}
+
+/// A secret made from `data` has its length and gives exactly `data` back through every access, twice, and
+/// closes.
+pub fn assert_round_trip<F: Flavour>(data: &[u8]) {
+    let len = data.len();
+    let s = secret_of::<F>(data);
+    assert_eq!(s.len(), len);
+    assert!(!s.is_empty());
+    s.with_bytes(|b| {
+        assert_eq!(b, data, "{len} bytes");
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(s.with_bytes_func(|b| Ok(b.to_vec())).unwrap(), data);
+    // Read again: a second window sees the same bytes (for the sealed flavour, decrypts them again).
+    assert!(s.with_bytes(|b| Ok(b == data)).unwrap());
+    s.close().unwrap();
+}
+
+/// What a protection report says about the platform, for every flavour: no-dump, no-fork and fork detection
+/// applied where the platform has them; on Windows, which has no fork and no per-region core-dump advice, the
+/// report says so instead of claiming them.
+pub fn assert_platform_protections(r: &ProtectionReport) {
+    #[cfg(not(windows))]
+    {
+        assert!(r.no_dump.is_applied());
+        assert!(r.no_fork.is_applied());
+        assert!(r.fork_detection);
+    }
+    #[cfg(windows)]
+    {
+        assert_eq!(r.no_dump, memcall::Outcome::Unsupported, "{r}");
+        assert_eq!(r.no_fork, memcall::Outcome::Unsupported, "{r}");
+        assert!(!r.fork_detection, "{r}");
+    }
+}
+
 /// Instantiates each generic test `fn name<F: Flavour>()` once per flavour, in modules `protected_memory`
 /// and `memguard`.
 #[macro_export]
@@ -102,6 +145,26 @@ macro_rules! for_both_flavours {
         }
         mod memguard {
             $( #[test] fn $name() { super::$name::<$crate::common::Mg>() } )*
+        }
+    };
+}
+
+/// As [`for_both_flavours!`], with the tests listed under `every` also instantiated for the sealed flavour
+/// (module `sealed`), and those under `page_backed` for the two page-backed flavours only (they are about pages
+/// of the secret's own, which a sealed secret does not have).
+#[macro_export]
+macro_rules! for_flavours {
+    (every: [$($every:ident),* $(,)?], page_backed: [$($paged:ident),* $(,)?] $(,)?) => {
+        mod protected_memory {
+            $( #[test] fn $every() { super::$every::<$crate::common::Pm>() } )*
+            $( #[test] fn $paged() { super::$paged::<$crate::common::Pm>() } )*
+        }
+        mod memguard {
+            $( #[test] fn $every() { super::$every::<$crate::common::Mg>() } )*
+            $( #[test] fn $paged() { super::$paged::<$crate::common::Mg>() } )*
+        }
+        mod sealed {
+            $( #[test] fn $every() { super::$every::<$crate::common::Sealed>() } )*
         }
     };
 }
