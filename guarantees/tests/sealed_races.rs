@@ -6,7 +6,8 @@
 //! no-dump mappings and the locked mappings are back at their baseline.
 //!
 //! A second scenario races `memguard::purge()` (which also destroys the sealing key) against readers: each
-//! access before the purge reaches its secret gives the exact bytes, each after it `Error::Closed`.
+//! access before the purge reaches its secret gives the exact bytes, each after it `Error::Closed`. A third
+//! races it against creations: every secret made is, afterwards, closed or readable, never stuck between.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -105,11 +106,128 @@ fn purge_against_readers() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Threads creating sealed secrets (from bytes, and random) while another thread purges again and again.
+/// A purge destroys the sealing key, so a secret sealed just before it and registered just after would be
+/// neither closed by it nor readable: every secret a creation returns must, once the purges are over, be
+/// closed or give its exact bytes. A creation may fail with `Error::Closed` (purges kept winning), and then its
+/// source is left as it was.
+fn purge_against_creators() -> Result<(), Box<dyn std::error::Error>> {
+    use securememory::{sealed::SealedSecretFactory, SecretFactory};
+    let _watchdog = Watchdog::start(Duration::from_secs(120), "purge against sealed creators");
+    const CREATORS: u64 = 4;
+    let per_creator: u64 = if cfg!(debug_assertions) { 3000 } else { 20_000 };
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let made = std::thread::scope(|scope| {
+        let creators: Vec<_> = (0..CREATORS)
+            .map(|c| {
+                let done = &done;
+                scope.spawn(move || {
+                    let factory = SealedSecretFactory::new();
+                    let mut made = Vec::new();
+                    for i in 0..per_creator {
+                        let id = c * 1_000_000 + i;
+                        if i % 2 == 0 {
+                            let mut source = vec![0u8; race::len_of(id)];
+                            common::fill_pattern(id, &mut source);
+                            match factory.new(&mut source) {
+                                Ok(secret) => made.push((id, Some(secret))),
+                                Err(securememory::Error::Closed) => {
+                                    assert!(
+                                        race::holds(id, &source),
+                                        "a failed new wiped its source"
+                                    );
+                                }
+                                Err(e) => panic!("new: {e}"),
+                            }
+                        } else {
+                            match factory.create_random(32) {
+                                Ok(secret) => made.push((id, Some(secret))),
+                                Err(securememory::Error::Closed) => {}
+                                Err(e) => panic!("create_random: {e}"),
+                            }
+                        }
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                    made
+                })
+            })
+            .collect();
+        let mut purges = 0;
+        while done.load(Ordering::SeqCst) < CREATORS as usize {
+            memguard::purge();
+            purges += 1;
+            std::thread::yield_now();
+        }
+        println!("{purges} purges raced the creations");
+        creators
+            .into_iter()
+            .flat_map(|h| h.join().expect("a creator panicked"))
+            .collect::<Vec<_>>()
+    });
+    let mut zombies = Vec::new();
+    let (mut open, mut closed) = (0, 0);
+    for (id, secret) in &made {
+        let Some(secret) = secret else { continue };
+        if secret.is_closed() {
+            closed += 1;
+            continue;
+        }
+        let read = secret.with_bytes(|b| {
+            Ok(if id % 2 == 0 {
+                race::holds(*id, b)
+            } else {
+                b.len() == 32
+            })
+        });
+        match read {
+            Ok(true) => open += 1,
+            other => zombies.push(format!("secret {id}: open but {other:?}")),
+        }
+    }
+    println!("{open} open, {closed} closed by a purge");
+    ensure(zombies.is_empty(), || zombies.join("\n"))?;
+    Ok(())
+}
+
+/// The same race, forced: a purge between sealing a secret and registering it. The secret `new` returns
+/// opens to its bytes (it was sealed again under the new key), and its source is wiped.
+fn purge_between_sealing_and_registration() -> Result<(), Box<dyn std::error::Error>> {
+    use securememory::sealed::SealedSecretFactory;
+    let _watchdog = Watchdog::start(
+        Duration::from_secs(60),
+        "purge between sealing and registration",
+    );
+    const ID: u64 = 6;
+    let mut source = vec![0u8; race::len_of(ID)];
+    common::fill_pattern(ID, &mut source);
+    let secret = SealedSecretFactory::new().new_purged_before_registration(&mut source)?;
+    ensure(source.iter().all(|&b| b == 0), || {
+        "the source was not wiped".to_owned()
+    })?;
+    ensure(!secret.is_closed(), || {
+        "the new secret is closed".to_owned()
+    })?;
+    let read = secret.with_bytes(|b| Ok(race::holds(ID, b)));
+    ensure(matches!(read, Ok(true)), || {
+        format!("the new secret does not open to its bytes: {read:?}")
+    })?;
+    memguard::purge();
+    ensure(secret.is_closed(), || {
+        "a later purge left it open".to_owned()
+    })?;
+    Ok(())
+}
+
 #[test]
 fn child_entry() {
     const SCENARIOS: &[(&str, Scenario)] = &[
         ("races", races),
         ("purge_against_readers", purge_against_readers),
+        ("purge_against_creators", purge_against_creators),
+        (
+            "purge_between_sealing_and_registration",
+            purge_between_sealing_and_registration,
+        ),
     ];
     guarantees::dispatch(SCENARIOS);
 }
@@ -144,4 +262,19 @@ fn many_threads_reading_closing_and_creating_sealed_secrets_get_exact_bytes_or_c
 #[test]
 fn purge_racing_readers_of_sealed_secrets_gives_exact_bytes_or_closed() {
     run_reporting(guarantees::run_child("purge_against_readers").timeout(Duration::from_secs(180)));
+}
+
+#[test]
+fn purge_racing_creations_leaves_every_sealed_secret_closed_or_readable() {
+    run_reporting(
+        guarantees::run_child("purge_against_creators").timeout(Duration::from_secs(180)),
+    );
+}
+
+#[test]
+fn a_purge_between_sealing_and_registration_gives_a_secret_that_opens() {
+    run_reporting(
+        guarantees::run_child("purge_between_sealing_and_registration")
+            .timeout(Duration::from_secs(90)),
+    );
 }

@@ -15,6 +15,6 @@
 #[doc(hidden)]
 pub use crate::core::seal_key::{key_address, key_opens};
 pub use crate::core::seal_key::{
-    key_protection, next_id, open_in_place, seal_in_place, seal_random, KeyProtection, RANDOM_MAX,
-    TAG_LEN,
+    key_generation, key_protection, next_id, open_in_place, seal_in_place, seal_random,
+    KeyProtection, RANDOM_MAX, TAG_LEN,
 };

@@ -160,6 +160,15 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// whose identity is below it may have been sealed under that key; one above it was sealed under a later key.
 static DESTROYED_BELOW: AtomicU64 = AtomicU64::new(0);
 
+/// How many keys [`destroy`] has destroyed in this process (a purge destroys the current one). Read before
+/// sealing an item and again once the item can be reached by a purge: when the two differ, the key it was sealed
+/// under may be gone, and the item may never open.
+pub fn key_generation() -> u64 {
+    GENERATION.load(Ordering::SeqCst)
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
 /// How the key is protected in this process (made on first use).
 pub fn key_protection() -> KeyProtection {
     if ProtectionKey::get().is_some() {
@@ -291,6 +300,7 @@ pub(crate) fn destroy() {
         // Under the key's write lock, so no seal under the destroyed key can follow: every identity handed out from
         // here on is sealed under a later key.
         DESTROYED_BELOW.store(NEXT_ID.load(Ordering::SeqCst), Ordering::SeqCst);
+        GENERATION.fetch_add(1, Ordering::SeqCst);
     }
     drop(slot);
     if let Some(page) = page {

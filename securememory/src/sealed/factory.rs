@@ -4,7 +4,7 @@ use super::secret::{SealedCore, SealedSecret};
 use crate::access::SealedPages;
 use crate::error::{Error, Result};
 use crate::metrics::{AllocTimer, Flavour};
-use crate::{Locking, SecretFactory};
+use crate::{Locking, Secret, SecretFactory};
 
 /// Makes [`SealedSecret`]s: secrets encrypted at rest, which cost no locked memory while they are not in use
 /// (see [the module docs](crate::sealed)).
@@ -59,7 +59,59 @@ impl SealedSecretFactory {
     fn finish(&self, pages: SealedPages) -> SealedSecret {
         SealedSecret::from_core(SealedCore::new(pages, self.locking == Locking::Required))
     }
+
+    /// `new`, running `after_sealing` between sealing and registering for purges.
+    fn new_then(&self, source: &mut [u8], mut after_sealing: impl FnMut()) -> Result<SealedSecret> {
+        let secret = self.make_registered(true, || {
+            let pages = SealedPages::seal_copy(source, self.lock_mode())?;
+            after_sealing();
+            Ok(pages)
+        })?;
+        // The source is wiped only once the secret exists: on any error it is left as it was.
+        memcall::wipe_bytes(source);
+        Ok(secret)
+    }
+
+    /// [`new`](SecretFactory::new) with a purge between sealing the copy and registering the secret for
+    /// purges: the race a test cannot hit reliably otherwise.
+    #[doc(hidden)]
+    pub fn new_purged_before_registration(&self, source: &mut [u8]) -> Result<SealedSecret> {
+        let mut first = true;
+        self.new_then(source, || {
+            if std::mem::take(&mut first) {
+                crate::mg::purge();
+            }
+        })
+    }
+
+    /// Makes a secret with `make`, which seals, and registers it for purges. A purge that destroys the
+    /// sealing key between the two may not reach the secret although its key is gone: such a secret is closed
+    /// (its ciphertext wiped) and made again, so a creation racing a purge gives a secret that opens, as with
+    /// the page-backed flavours. `Error::Closed` if purges keep winning, or when `make` cannot run twice.
+    fn make_registered(
+        &self,
+        retry: bool,
+        mut make: impl FnMut() -> Result<SealedPages>,
+    ) -> Result<SealedSecret> {
+        for _ in 0..MAX_ATTEMPTS {
+            let generation = crate::mg::sealing::key_generation();
+            let secret = self.finish(make()?);
+            if crate::mg::sealing::key_generation() == generation {
+                return Ok(secret);
+            }
+            if let Err(e) = secret.close() {
+                log::error!("closing a secret sealed under a destroyed key failed: {e}");
+            }
+            if !retry {
+                break;
+            }
+        }
+        Err(Error::Closed)
+    }
 }
+
+/// Creations tried while purges keep destroying the sealing key under them.
+const MAX_ATTEMPTS: usize = 4;
 
 impl Default for SealedSecretFactory {
     fn default() -> Self {
@@ -75,15 +127,12 @@ impl SecretFactory for SealedSecretFactory {
         if source.is_empty() {
             return Err(Error::InvalidLength { len: 0 });
         }
-        let pages = SealedPages::seal_copy(source, self.lock_mode())?;
-        // The source is wiped only once the secret exists: on any error it is left as it was.
-        memcall::wipe_bytes(source);
-        Ok(self.finish(pages))
+        self.new_then(source, || {})
     }
 
     fn create_random(&self, size: usize) -> Result<SealedSecret> {
         let _timer = AllocTimer::start(Flavour::Sealed);
-        SealedPages::random(size, self.lock_mode()).map(|pages| self.finish(pages))
+        self.make_registered(true, || SealedPages::random(size, self.lock_mode()))
     }
 
     fn create_with(
@@ -92,6 +141,11 @@ impl SecretFactory for SealedSecretFactory {
         fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
     ) -> Result<SealedSecret> {
         let _timer = AllocTimer::start(Flavour::Sealed);
-        SealedPages::filled(size, self.lock_mode(), fill).map(|pages| self.finish(pages))
+        // `fill` may consume its input (a reader): a creation that a purge overtakes is not repeated.
+        let mut fill = Some(fill);
+        self.make_registered(false, || match fill.take() {
+            Some(fill) => SealedPages::filled(size, self.lock_mode(), fill),
+            None => Err(Error::Closed),
+        })
     }
 }

@@ -12,7 +12,10 @@
 //!   no-access between uses, taken from a small cache); concurrent closures share that copy through the same
 //!   access state machine as the other flavours; the last one to leave wipes it and makes it no-access again.
 //! - `close` zeroes the ciphertext and forgets the secret; `purge` does it for every sealed secret and
-//!   destroys the key.
+//!   destroys the key. A creation that a purge overtakes between sealing and registering is sealed again
+//!   under the new key (`new`, `create_random`), or fails with [`Error::Closed`](crate::Error::Closed)
+//!   (`create_with` and the readers built on it, whose input cannot be read twice): no secret is left neither
+//!   closed nor readable.
 //! - In a forked child a parent's sealed secret fails with [`Error::Forked`](crate::Error::Forked); new ones
 //!   work under the child's own key.
 
