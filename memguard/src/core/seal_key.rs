@@ -160,9 +160,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// whose identity is below it may have been sealed under that key; one above it was sealed under a later key.
 static DESTROYED_BELOW: AtomicU64 = AtomicU64::new(0);
 
-/// How many keys [`destroy`] has destroyed in this process (a purge destroys the current one). Read before
-/// sealing an item and again once the item can be reached by a purge: when the two differ, the key it was sealed
-/// under may be gone, and the item may never open.
+/// How many keys [`purge`](crate::purge) has destroyed in this process (each purge destroys the current
+/// one). Read before sealing an item and again once the item can be reached by a purge: when the two differ,
+/// the key it was sealed under may be gone, and the item may never open.
 pub fn key_generation() -> u64 {
     GENERATION.load(Ordering::SeqCst)
 }
