@@ -21,6 +21,29 @@ for p in json.load(sys.stdin)["packages"]:
 ')
 [ ${#crates[@]} -gt 0 ] || fail "no publishable package found"
 
+# The dry run verifies each package against the others through a temporary local registry, and cargo extracts
+# those packages under $CARGO_HOME/registry/src/ once per name and version: an earlier run's extraction of the
+# same version (with older sources) would be reused. Remove this workspace's own extractions first.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+mapfile -t extracted < <(cargo metadata --locked --no-deps --format-version 1 | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p.get("publish") != []:
+        print(p["name"] + "-" + p["version"])
+')
+for id in "${extracted[@]}"; do
+  for stale in "$cargo_home"/registry/src/*/"$id"; do
+    if [ -d "$stale" ]; then rm -rf "$stale"; fi
+  done
+done
+# Likewise their build outputs: cargo takes a registry package's sources as fixed per version, so the
+# verification builds in a target directory of its own, emptied first.
+target_dir=$(cargo metadata --locked --no-deps --format-version 1 | python3 -c '
+import json, sys
+print(json.load(sys.stdin)["target_directory"])')
+export CARGO_TARGET_DIR="$target_dir/package-check"
+rm -rf "$CARGO_TARGET_DIR"
+
 cargo publish --dry-run --workspace --locked "$@" || fail "cargo publish --dry-run failed"
 
 for line in "${crates[@]}"; do
